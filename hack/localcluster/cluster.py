@@ -1,0 +1,391 @@
+"""Bring the local cluster up and down.
+
+`up` is idempotent: a healthy running cluster is left alone; a half-running one
+is stopped and started afresh. `down` stops exactly the processes recorded in
+the pidfiles (the node agent first, which stops every pod it runs) and leaves
+nothing running. Every component logs to ``.localcluster/logs/<component>.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from localcluster import pki, procs
+from localcluster.prometheus import DEFAULT_SCRAPE_INTERVAL, render_config
+from localcluster.state import KUBE_VERSION, ClusterInfo, Layout, Ports, repo_root
+
+# Stop order: the node agent first (it stops the pods), etcd last.
+COMPONENTS = (
+    "localnode",
+    "prometheus",
+    "kube-scheduler",
+    "kube-controller-manager",
+    "kube-apiserver",
+    "etcd",
+)
+
+
+class ClusterError(RuntimeError):
+    """A component failed to start; the message names it and its log."""
+
+
+def log(msg: str) -> None:
+    print(f"localcluster: {msg}", file=sys.stderr, flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pick_ports() -> Ports:
+    chosen: set[int] = set()
+    while len(chosen) < 6:
+        chosen.add(_free_port())
+    p = sorted(chosen)
+    random.shuffle(p)
+    return Ports(*p)
+
+
+def _built(script: str) -> Path:
+    """Run a hack/build-*.sh script: it builds once, caches, and prints the bin dir."""
+    result = subprocess.run(
+        ["bash", str(repo_root() / "hack" / script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+        env={**os.environ, "KUBE_VERSION": KUBE_VERSION},
+    )
+    if result.returncode != 0:
+        raise ClusterError(f"hack/{script} failed (see its messages above)")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def binaries() -> Path:
+    """The cached Kubernetes binaries, built on first use (hack/build-k8s.sh)."""
+    return _built("build-k8s.sh")
+
+
+def prometheus_binary() -> Path:
+    """Upstream Prometheus (Debian's lacks Kubernetes discovery; hack/build-prometheus.sh)."""
+    return _built("build-prometheus.sh") / "prometheus"
+
+
+def _need(tool: str, package: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise ClusterError(f"{tool} not found; install Debian's `{package}` package (make setup)")
+    return path
+
+
+class Client:
+    """Minimal HTTPS client for readiness probes (client-certificate auth)."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.ctx = ssl.create_default_context(cafile=str(layout.pki / "ca.crt"))
+        self.ctx.load_cert_chain(str(layout.pki / "admin.crt"), str(layout.pki / "admin.key"))
+        self.insecure = ssl.create_default_context()
+        # kube-controller-manager and kube-scheduler serve /healthz with a
+        # self-signed certificate of their own; health is all we read there.
+        self.insecure.check_hostname = False
+        self.insecure.verify_mode = ssl.CERT_NONE
+
+    def get(self, url: str, *, verify: bool = True, timeout: float = 2.0) -> tuple[int, bytes]:
+        ctx = self.ctx if verify else self.insecure
+        try:
+            with urllib.request.urlopen(url, context=ctx, timeout=timeout) as r:  # noqa: S310
+                return int(r.status), r.read()
+        except urllib.error.HTTPError as e:
+            return int(e.code), e.read()
+        except (OSError, ssl.SSLError) as e:
+            return 0, str(e).encode()
+
+
+def _wait(
+    what: str, check: Callable[[], tuple[bool, str]], timeout: float, component: str, layout: Layout
+) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        ok, last = check()
+        if ok:
+            return
+        if component and procs.recorded_pid(layout.pidfile(component)) is None:
+            raise ClusterError(
+                f"{component} exited while waiting for {what}; "
+                f"last lines of {layout.log(component)}:\n{_tail(layout.log(component))}"
+            )
+        time.sleep(0.1)
+    raise ClusterError(
+        f"timed out after {timeout:.0f}s waiting for {what} (last seen: {last[:300]}); "
+        f"log: {layout.log(component)}\n{_tail(layout.log(component))}"
+    )
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def status(layout: Layout | None = None) -> dict[str, int | None]:
+    layout = layout or Layout()
+    return {c: procs.recorded_pid(layout.pidfile(c)) for c in COMPONENTS}
+
+
+def is_healthy(layout: Layout | None = None) -> bool:
+    layout = layout or Layout()
+    if not layout.cluster_json.exists() or not all(status(layout).values()):
+        return False
+    info = ClusterInfo.load(layout.cluster_json)
+    code, _ = Client(layout).get(f"{info.apiserver_url}/readyz")
+    return code == 200
+
+
+def down(layout: Layout | None = None) -> None:
+    layout = layout or Layout()
+    for component in COMPONENTS:
+        # The node agent needs time to give its pods their grace period.
+        if procs.stop(layout.pidfile(component), grace=40.0 if component == "localnode" else 10.0):
+            log(f"stopped {component}")
+    layout.cluster_json.unlink(missing_ok=True)
+
+
+def up(
+    *,
+    nodes: int = 1,
+    gpus_per_node: int = 4,
+    scrape_interval: str = DEFAULT_SCRAPE_INTERVAL,
+    layout: Layout | None = None,
+) -> ClusterInfo:
+    layout = layout or Layout()
+    if is_healthy(layout):
+        info = ClusterInfo.load(layout.cluster_json)
+        log(f"already running: {info.apiserver_url} (kubeconfig {layout.kubeconfig})")
+        return info
+    if any(status(layout).values()):
+        log("a previous cluster is partly running; stopping it first")
+    down(layout)
+
+    t0 = time.monotonic()
+    etcd = _need("etcd", "etcd-server")
+    _need("openssl", "openssl")
+    bindir = binaries()
+    prometheus = str(prometheus_binary())
+    for d in (layout.root, layout.logs, layout.pids, layout.pods):
+        d.mkdir(parents=True, exist_ok=True)
+    pki.ensure_pki(layout.pki)
+
+    ports = _pick_ports()
+    info = ClusterInfo(ports=ports, pod_ip_octet=random.randint(16, 250), kube_version=KUBE_VERSION)
+    server = info.apiserver_url
+    pki.write_kubeconfig(layout.kubeconfig, server, layout.pki, "admin")
+    for client in ("controller-manager", "scheduler", "localnode"):
+        pki.write_kubeconfig(layout.component_kubeconfig(client), server, layout.pki, client)
+
+    # The cluster is ephemeral: a fresh etcd every time it comes up.
+    shutil.rmtree(layout.etcd_data, ignore_errors=True)
+    shutil.rmtree(layout.prometheus_data, ignore_errors=True)
+    for logfile in layout.logs.glob("*.log"):
+        logfile.unlink()
+
+    client = Client(layout)
+    etcd_url = f"http://127.0.0.1:{ports.etcd_client}"
+    peer_url = f"http://127.0.0.1:{ports.etcd_peer}"
+    _start(layout, "etcd", [
+        etcd, "--name=localcluster", f"--data-dir={layout.etcd_data}",
+        f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
+        f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
+        f"--initial-cluster=localcluster={peer_url}", "--log-level=warn",
+    ])  # fmt: skip
+
+    def etcd_ok() -> tuple[bool, str]:
+        code, body = client.get(f"{etcd_url}/health")
+        return code == 200 and b"true" in body, body.decode(errors="replace")
+
+    _wait("etcd /health", etcd_ok, 30, "etcd", layout)
+
+    p = str(layout.pki)
+    _start(layout, "kube-apiserver", [
+        str(bindir / "kube-apiserver"),
+        f"--etcd-servers={etcd_url}",
+        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+        f"--secure-port={ports.apiserver}",
+        f"--tls-cert-file={p}/apiserver.crt", f"--tls-private-key-file={p}/apiserver.key",
+        f"--client-ca-file={p}/ca.crt",
+        "--authorization-mode=RBAC",
+        # PodSecurity is on by default; named so that nobody turns it off by accident.
+        "--enable-admission-plugins=PodSecurity",
+        "--allow-privileged=true",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={p}/sa.pub",
+        f"--service-account-signing-key-file={p}/sa.key",
+        "--service-cluster-ip-range=10.96.0.0/16",
+        # The `kubernetes` Service endpoint may not be a loopback address.
+        "--endpoint-reconciler-type=none",
+        f"--requestheader-client-ca-file={p}/front-proxy-ca.crt",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={p}/front-proxy-client.crt",
+        f"--proxy-client-key-file={p}/front-proxy-client.key",
+        "--profiling=false",
+    ])  # fmt: skip
+
+    def apiserver_ok() -> tuple[bool, str]:
+        code, body = client.get(f"{server}/readyz")
+        return code == 200, f"{code} {body.decode(errors='replace')[-200:]}"
+
+    _wait("kube-apiserver /readyz", apiserver_ok, 60, "kube-apiserver", layout)
+
+    common_auth = [
+        f"--authentication-kubeconfig={layout.component_kubeconfig('controller-manager')}",
+        f"--authorization-kubeconfig={layout.component_kubeconfig('controller-manager')}",
+    ]
+    _start(layout, "kube-controller-manager", [
+        str(bindir / "kube-controller-manager"),
+        f"--kubeconfig={layout.component_kubeconfig('controller-manager')}", *common_auth,
+        "--bind-address=127.0.0.1", f"--secure-port={ports.controller_manager}",
+        f"--cert-dir={layout.root / 'controller-manager-certs'}",
+        "--leader-elect=false", "--use-service-account-credentials", "--controllers=*",
+        f"--service-account-private-key-file={p}/sa.key", f"--root-ca-file={p}/ca.crt",
+        f"--cluster-signing-cert-file={p}/ca.crt", f"--cluster-signing-key-file={p}/ca.key",
+        f"--flex-volume-plugin-dir={layout.root / 'flexvolume'}",
+        # Default client limits (20 QPS) cap Job -> Pod creation at ~3-4/s.
+        "--kube-api-qps=200", "--kube-api-burst=400",
+    ])  # fmt: skip
+    sched_config = layout.root / "scheduler-config.yaml"
+    sched_config.write_text(
+        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
+        f"clientConnection:\n  kubeconfig: {layout.component_kubeconfig('scheduler')}\n"
+        "  qps: 200\n  burst: 400\nleaderElection:\n  leaderElect: false\n"
+    )
+    _start(layout, "kube-scheduler", [
+        str(bindir / "kube-scheduler"), f"--config={sched_config}",
+        f"--authentication-kubeconfig={layout.component_kubeconfig('scheduler')}",
+        f"--authorization-kubeconfig={layout.component_kubeconfig('scheduler')}",
+        "--bind-address=127.0.0.1", f"--secure-port={ports.scheduler}",
+        f"--cert-dir={layout.root / 'scheduler-certs'}",
+    ])  # fmt: skip
+
+    # RBAC for Prometheus's pod discovery before Prometheus starts.
+    _kubectl_apply(layout, bindir, _prometheus_rbac())
+    prom_config = layout.root / "prometheus.yml"
+    prom_config.write_text(render_config(server, layout.pki, scrape_interval))
+    _start(layout, "prometheus", [
+        prometheus, f"--config.file={prom_config}",
+        f"--storage.tsdb.path={layout.prometheus_data}",
+        f"--web.listen-address=127.0.0.1:{ports.prometheus}",
+        "--storage.tsdb.retention.time=2d", "--log.level=warn",
+    ])  # fmt: skip
+    info.save(layout.cluster_json)
+    _start(
+        layout,
+        "localnode",
+        [sys.executable, "-m", "localcluster.node",
+         f"--nodes={nodes}", f"--gpus-per-node={gpus_per_node}"],
+        env={**os.environ, "PYTHONPATH": str(repo_root() / "hack"), "PYTHONUNBUFFERED": "1",
+             "LOCALCLUSTER_DIR": str(layout.root)},
+    )  # fmt: skip
+
+    for component, port in (
+        ("kube-controller-manager", ports.controller_manager),
+        ("kube-scheduler", ports.scheduler),
+    ):
+        url = f"https://127.0.0.1:{port}/healthz"
+
+        def healthz(url: str = url) -> tuple[bool, str]:
+            code, body = client.get(url, verify=False)
+            return code == 200, f"{code} {body.decode(errors='replace')[:200]}"
+
+        _wait(f"{component} /healthz", healthz, 60, component, layout)
+
+    def prometheus_ok() -> tuple[bool, str]:
+        code, body = client.get(f"{info.prometheus_url}/-/ready")
+        return code == 200, body.decode(errors="replace")
+
+    _wait("prometheus /-/ready", prometheus_ok, 60, "prometheus", layout)
+
+    def nodes_ready() -> tuple[bool, str]:
+        code, body = client.get(f"{server}/api/v1/nodes")
+        if code != 200:
+            return False, f"{code}"
+        items = json.loads(body)["items"]
+        ready = [
+            n["metadata"]["name"]
+            for n in items
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in n.get("status", {}).get("conditions", [])
+            )
+            and not any(
+                t.get("key") == "node.kubernetes.io/not-ready" for t in n["spec"].get("taints", [])
+            )
+        ]
+        return len(ready) >= nodes, f"ready nodes: {ready}"
+
+    _wait("the local GPU node(s) to be Ready", nodes_ready, 60, "localnode", layout)
+
+    def default_sa() -> tuple[bool, str]:
+        code, _ = client.get(f"{server}/api/v1/namespaces/default/serviceaccounts/default")
+        return code == 200, f"{code}"
+
+    _wait("the default ServiceAccount", default_sa, 60, "kube-controller-manager", layout)
+    layout.prometheus_url_file.write_text(info.prometheus_url + "\n")
+    log(f"ready in {time.monotonic() - t0:.1f}s")
+    log(f"  kubeconfig:  {layout.kubeconfig}")
+    log(f"  apiserver:   {server}")
+    log(f"  prometheus:  {info.prometheus_url}  (also in {layout.prometheus_url_file})")
+    log(f"  logs:        {layout.logs}/")
+    return info
+
+
+def _start(layout: Layout, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    procs.start(name, argv, log=layout.log(name), pidfile=layout.pidfile(name), env=env)
+
+
+def _prometheus_rbac() -> str:
+    return """\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: kubetune-localcluster-prometheus}
+rules:
+# Pod discovery (kubernetes_sd_configs role pod) lists and watches pods everywhere.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: kubetune-localcluster-prometheus}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kubetune-localcluster-prometheus}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: kubetune-prometheus}
+"""
+
+
+def _kubectl_apply(layout: Layout, bindir: Path, manifest: str) -> None:
+    result = subprocess.run(
+        [str(bindir / "kubectl"), f"--kubeconfig={layout.kubeconfig}", "apply", "-f", "-"],
+        input=manifest,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ClusterError(f"kubectl apply failed: {result.stderr.strip()}")

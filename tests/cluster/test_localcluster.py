@@ -1,0 +1,274 @@
+"""The local cluster behaves like Kubernetes where kubetune depends on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from tests.conftest import Cluster, wait_for
+
+GPU = "nvidia.com/gpu"
+
+
+def python_pod(name: str, code: str, **spec: Any) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "main",
+        "image": "python:3.11",
+        "command": ["python3", "-c", textwrap.dedent(code)],
+    }
+    container.update(spec.pop("container", {}))
+    labels = spec.pop("labels", {})
+    annotations = spec.pop("annotations", {})
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "spec": {"restartPolicy": "Never", "containers": [container], **spec},
+    }
+
+
+def pod_phase(cluster: Cluster, ns: str, name: str, *phases: str) -> tuple[bool, Any]:
+    pod = cluster.core.read_namespaced_pod(name, ns)
+    return pod.status.phase in phases, pod.status
+
+
+def terminated(cluster: Cluster, ns: str, name: str) -> Any:
+    status = wait_for(lambda: pod_phase(cluster, ns, name, "Succeeded", "Failed"), 60, f"{name} done")
+    return status.container_statuses[0].state.terminated
+
+
+def pid_of(cluster: Cluster, ns: str, name: str) -> int:
+    status = wait_for(lambda: pod_phase(cluster, ns, name, "Running"), 60, f"{name} running")
+    return int(status.container_statuses[0].container_id.split("://")[1])
+
+
+def test_gpu_node_is_ready_and_openapi_is_served(cluster: Cluster) -> None:
+    nodes = cluster.core.list_node().items
+    assert nodes, "no Node registered"
+    node = nodes[0]
+    ready = {c.type: c.status for c in node.status.conditions}
+    assert ready["Ready"] == "True"
+    assert node.status.capacity[GPU] == "4"
+    assert node.status.allocatable[GPU] == "4"
+    assert not any(t.key == "node.kubernetes.io/not-ready" for t in node.spec.taints or [])
+    # A broken OpenAPI handler (seen with a mismatched Go) makes kubectl apply fail.
+    _, status, _ = cluster.api.call_api("/openapi/v2", "GET", _preload_content=False)
+    assert status == 200
+
+
+def test_job_metrics_are_scraped_by_prometheus(cluster: Cluster, namespace: str) -> None:
+    # The program serves a gauge on its pod IP and exits once Prometheus has scraped it.
+    code = """
+        import os, threading, time
+        from http.server import ThreadingHTTPServer
+        from prometheus_client import Gauge, MetricsHandler
+        Gauge("kubetune_test_answer", "a test gauge").set(42)
+        scraped = threading.Event()
+        class Handler(MetricsHandler):
+            def do_GET(self):
+                super().do_GET()
+                scraped.set()
+        server = ThreadingHTTPServer((os.environ["POD_IP"], 9100), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        assert scraped.wait(120), "never scraped"
+        time.sleep(0.5)
+    """
+    pod = python_pod("scraped", code, labels={"app": "metrics-probe", "kubetune.dev/scrape": "true"},
+                     annotations={"prometheus.io/port": "9100"},
+                     container={"env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]})  # fmt: skip
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "scraped"},
+        "spec": {"backoffLimit": 0, "template": {"metadata": pod["metadata"], "spec": pod["spec"]}},
+    }
+    cluster.batch.create_namespaced_job(namespace, job)
+
+    def complete() -> tuple[bool, Any]:
+        conds = cluster.batch.read_namespaced_job("scraped", namespace).status.conditions or []
+        return any(c.type == "Complete" and c.status == "True" for c in conds), conds
+
+    wait_for(complete, 120, "the Job to complete")
+    query = f'kubetune_test_answer{{namespace="{namespace}", app="metrics-probe"}}'
+    series = wait_for(lambda: (bool(r := cluster.prometheus_query(query)), r), 30, query)
+    labels = series[0]["metric"]
+    assert series[0]["value"][1] == "42"
+    assert labels["pod"].startswith("scraped-")
+    assert labels["kubetune_dev_scrape"] == "true"
+
+
+@pytest.mark.parametrize("ignores_sigterm", [False, True], ids=["clean-exit", "sigkill"])
+def test_deleted_pod_process_is_gone_within_grace(
+    cluster: Cluster, namespace: str, ignores_sigterm: bool
+) -> None:
+    grace = 3
+    code = "import signal, time\n"
+    if ignores_sigterm:
+        code += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    code += "print('up', flush=True)\ntime.sleep(600)\n"
+    cluster.core.create_namespaced_pod(
+        namespace, python_pod("sleeper", code, terminationGracePeriodSeconds=grace)
+    )
+    pid = pid_of(cluster, namespace, "sleeper")
+    assert os.path.exists(f"/proc/{pid}")
+    t0 = time.monotonic()
+    cluster.core.delete_namespaced_pod("sleeper", namespace)
+    wait_for(lambda: (not os.path.exists(f"/proc/{pid}"), pid), grace + 5, f"pid {pid} to exit")
+    elapsed = time.monotonic() - t0
+    # Within the grace period (plus the agent's reaction time): SIGTERM ends a
+    # well-behaved process at once, SIGKILL ends one that ignores SIGTERM.
+    assert elapsed < grace + 2, f"process lived {elapsed:.1f}s after deletion (grace {grace}s)"
+    if not ignores_sigterm:
+        assert elapsed < grace, "a process that honours SIGTERM should not wait for SIGKILL"
+
+    def gone() -> tuple[bool, str]:
+        try:
+            cluster.core.read_namespaced_pod("sleeper", namespace)
+        except ApiException as e:
+            return e.status == 404, "deleted"
+        return False, "pod object still present"
+
+    wait_for(gone, 15, "the pod object to be removed")
+
+
+def test_job_wanting_more_gpus_than_any_node_stays_pending(cluster: Cluster, namespace: str) -> None:
+    pod = python_pod("greedy", "print('never')",
+                     container={"resources": {"limits": {GPU: "9"}}})  # fmt: skip
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "greedy"},
+           "spec": {"template": {"spec": pod["spec"]}}}  # fmt: skip
+    cluster.batch.create_namespaced_job(namespace, job)
+
+    def failed_scheduling() -> tuple[bool, Any]:
+        events = cluster.core.list_namespaced_event(namespace).items
+        msgs = [e.message for e in events if e.reason == "FailedScheduling"]
+        return any(f"Insufficient {GPU}" in m for m in msgs), msgs
+
+    wait_for(failed_scheduling, 60, "a FailedScheduling event")
+    pods = cluster.core.list_namespaced_pod(namespace, label_selector="job-name=greedy").items
+    assert [p.status.phase for p in pods] == ["Pending"]
+    assert pods[0].spec.node_name is None
+
+
+def test_concurrent_gpu_pods_get_different_devices(cluster: Cluster, namespace: str) -> None:
+    # Each pod reports its devices, then waits until the other has started too.
+    code = """
+        import os, pathlib, time
+        pathlib.Path("/dev/termination-log").write_text(os.environ["CUDA_VISIBLE_DEVICES"])
+        time.sleep(3)
+    """
+    for name in ("gpu-a", "gpu-b"):
+        pod = python_pod(name, code, container={"resources": {"limits": {GPU: "1"}}})
+        cluster.core.create_namespaced_pod(namespace, pod)
+    running = wait_for(
+        lambda: (
+            all(p.status.phase == "Running" for p in (ps := cluster.core.list_namespaced_pod(namespace).items))
+            and len(ps) == 2,
+            [p.status.phase for p in ps],
+        ),
+        60, "both GPU pods running at once",
+    )  # fmt: skip
+    assert running
+    devices = [terminated(cluster, namespace, n).message for n in ("gpu-a", "gpu-b")]
+    assert all(d.isdigit() for d in devices), devices
+    assert devices[0] != devices[1]
+
+
+def test_termination_message_is_reported(cluster: Cluster, namespace: str) -> None:
+    code = """
+        import json, pathlib
+        pathlib.Path("/dev/termination-log").write_text(json.dumps({"val_accuracy": 0.97}))
+    """
+    cluster.core.create_namespaced_pod(namespace, python_pod("reporter", code))
+    state = terminated(cluster, namespace, "reporter")
+    assert state.exit_code == 0
+    assert state.reason == "Completed"
+    assert state.message == '{"val_accuracy": 0.97}'
+    # The default path belongs to each pod alone: the host file stays untouched.
+    assert not os.path.exists("/dev/termination-log") or os.path.getsize("/dev/termination-log") == 0
+
+
+def test_custom_termination_path_and_fallback_to_logs(cluster: Cluster, namespace: str) -> None:
+    custom = python_pod(
+        "custom-path",
+        "open('/tmp/kubetune-result', 'w').write('custom')",
+        container={"terminationMessagePath": "/tmp/kubetune-result"},
+    )
+    fallback = python_pod(
+        "fallback",
+        "import sys; print('boom: the reason'); sys.exit(3)",
+        container={"terminationMessagePolicy": "FallbackToLogsOnError"},
+    )
+    cluster.core.create_namespaced_pod(namespace, custom)
+    cluster.core.create_namespaced_pod(namespace, fallback)
+    assert terminated(cluster, namespace, "custom-path").message == "custom"
+    state = terminated(cluster, namespace, "fallback")
+    assert state.exit_code == 3
+    assert state.reason == "Error"
+    assert "boom: the reason" in state.message
+    assert cluster.core.read_namespaced_pod("fallback", namespace).status.phase == "Failed"
+
+
+def test_env_from_field_refs_and_unique_pod_ips(cluster: Cluster, namespace: str) -> None:
+    code = """
+        import json, os, pathlib, shutil, sys
+        keys = ["MY_NAME", "MY_NS", "MY_IP", "MY_TEAM", "MY_NOTE", "GREETING"]
+        out = {k: os.environ.get(k) for k in keys}
+        out["python"] = sys.executable
+        out["python3_on_path"] = shutil.which("python3")
+        pathlib.Path("/dev/termination-log").write_text(json.dumps(out))
+    """
+    env = [
+        {"name": "MY_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "MY_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "MY_TEAM", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['team']"}}},
+        {"name": "MY_NOTE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['note']"}}},
+        {"name": "GREETING", "value": "hello $(MY_NAME)"},
+    ]
+    for name in ("env-a", "env-b"):
+        pod = python_pod(name, code, labels={"team": "tuning"}, annotations={"note": "hi"},
+                         container={"env": env})  # fmt: skip
+        cluster.core.create_namespaced_pod(namespace, pod)
+    seen = {}
+    for name in ("env-a", "env-b"):
+        out = json.loads(terminated(cluster, namespace, name).message)
+        pod = cluster.core.read_namespaced_pod(name, namespace)
+        assert out["MY_NAME"] == name
+        assert out["MY_NS"] == namespace
+        assert out["MY_TEAM"] == "tuning"
+        assert out["MY_NOTE"] == "hi"
+        assert out["GREETING"] == f"hello {name}"
+        assert out["MY_IP"] == pod.status.pod_ip
+        assert out["MY_IP"].startswith("127.")
+        # `python3` in a pod is the project's own environment.
+        assert out["python3_on_path"] == str(Path(sys.executable).parent / "python3")
+        seen[name] = out["MY_IP"]
+    assert seen["env-a"] != seen["env-b"]
+
+
+@pytest.mark.parametrize(
+    "namespace", [{"pod-security.kubernetes.io/enforce": "restricted"}], indirect=True
+)
+def test_restricted_namespace_rejects_privileged_pod(cluster: Cluster, namespace: str) -> None:
+    privileged = python_pod("privileged", "print(1)",
+                            container={"securityContext": {"privileged": True}})  # fmt: skip
+    with pytest.raises(ApiException) as err:
+        cluster.core.create_namespaced_pod(namespace, privileged)
+    assert err.value.status == 403
+    assert "violates PodSecurity" in err.value.body
+    assert "privileged" in err.value.body
+    # A pod that meets the restricted level is admitted and runs.
+    compliant = python_pod("compliant", "print('ok')", securityContext={
+        "runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+        container={"securityContext": {"allowPrivilegeEscalation": False,
+                                        "capabilities": {"drop": ["ALL"]}}})  # fmt: skip
+    cluster.core.create_namespaced_pod(namespace, compliant)
+    assert terminated(cluster, namespace, "compliant").exit_code == 0
