@@ -9,6 +9,7 @@ was seen last, which is what you need when a test fails on a slow machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -23,6 +24,7 @@ import pytest
 import requests
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+
 from localcluster import cluster as localcluster
 from localcluster.state import ClusterInfo, Layout
 
@@ -50,7 +52,9 @@ def wait_for(
         if ok:
             return seen  # type: ignore[no-any-return]
         if time.monotonic() > deadline:
-            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {seen}")
+            raise WaitTimeout(
+                f"timed out after {timeout:.0f}s waiting for {what}; last seen: {seen}"
+            )
         time.sleep(interval)
 
 
@@ -80,12 +84,27 @@ class Cluster:
     def custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.api)
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         kubectl = localcluster.binaries() / "kubectl"
         return subprocess.run(
             [str(kubectl), f"--kubeconfig={self.kubeconfig}", *args],
-            input=input, capture_output=True, text=True, check=check,
-        )  # fmt: skip
+            input=input,
+            capture_output=True,
+            text=True,
+            check=check,
+        )
+
+    def get(self, path: str) -> requests.Response:
+        """GET an API server path as the cluster admin (for raw endpoints like /openapi/v2)."""
+        pki = self.layout.pki
+        return requests.get(
+            f"{self.info.apiserver_url}{path}",
+            cert=(str(pki / "admin.crt"), str(pki / "admin.key")),
+            verify=str(pki / "ca.crt"),
+            timeout=10,
+        )
 
     def prometheus_query(self, promql: str) -> list[dict[str, Any]]:
         r = requests.get(f"{self.prometheus_url}/api/v1/query", params={"query": promql}, timeout=5)
@@ -127,10 +146,8 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
 
     wait_for(default_sa, 30, f"the default ServiceAccount in {name}")
     yield name
-    try:
+    with contextlib.suppress(ApiException):
         core.delete_namespace(name)
-    except ApiException:
-        pass
 
 
 @pytest.fixture

@@ -23,8 +23,11 @@ def main() -> int:
     args = parser.parse_args()
     try:
         if args.command == "up":
-            cluster.up(nodes=args.nodes, gpus_per_node=args.gpus_per_node,
-                       scrape_interval=args.scrape_interval)  # fmt: skip
+            cluster.up(
+                nodes=args.nodes,
+                gpus_per_node=args.gpus_per_node,
+                scrape_interval=args.scrape_interval,
+            )
         elif args.command == "down":
             cluster.down()
         elif args.command == "binaries":

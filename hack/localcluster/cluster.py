@@ -172,6 +172,7 @@ def up(
     scrape_interval: str = DEFAULT_SCRAPE_INTERVAL,
     layout: Layout | None = None,
 ) -> ClusterInfo:
+    """Start the cluster and return once it is ready; on any failure stop what started."""
     layout = layout or Layout()
     if is_healthy(layout):
         info = ClusterInfo.load(layout.cluster_json)
@@ -180,7 +181,23 @@ def up(
     if any(status(layout).values()):
         log("a previous cluster is partly running; stopping it first")
     down(layout)
+    try:
+        return _up(
+            nodes=nodes, gpus_per_node=gpus_per_node, scrape_interval=scrape_interval, layout=layout
+        )
+    except BaseException:
+        log("start-up failed; stopping the components that did start")
+        down(layout)
+        raise
 
+
+def _up(
+    *,
+    nodes: int,
+    gpus_per_node: int,
+    scrape_interval: str,
+    layout: Layout,
+) -> ClusterInfo:
     t0 = time.monotonic()
     etcd = _need("etcd", "etcd-server")
     _need("openssl", "openssl")
@@ -194,8 +211,8 @@ def up(
     info = ClusterInfo(ports=ports, pod_ip_octet=random.randint(16, 250), kube_version=KUBE_VERSION)
     server = info.apiserver_url
     pki.write_kubeconfig(layout.kubeconfig, server, layout.pki, "admin")
-    for client in ("controller-manager", "scheduler", "localnode"):
-        pki.write_kubeconfig(layout.component_kubeconfig(client), server, layout.pki, client)
+    for component in ("controller-manager", "scheduler", "localnode"):
+        pki.write_kubeconfig(layout.component_kubeconfig(component), server, layout.pki, component)
 
     # The cluster is ephemeral: a fresh etcd every time it comes up.
     shutil.rmtree(layout.etcd_data, ignore_errors=True)
@@ -206,12 +223,21 @@ def up(
     client = Client(layout)
     etcd_url = f"http://127.0.0.1:{ports.etcd_client}"
     peer_url = f"http://127.0.0.1:{ports.etcd_peer}"
-    _start(layout, "etcd", [
-        etcd, "--name=localcluster", f"--data-dir={layout.etcd_data}",
-        f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
-        f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
-        f"--initial-cluster=localcluster={peer_url}", "--log-level=warn",
-    ])  # fmt: skip
+    _start(
+        layout,
+        "etcd",
+        [
+            etcd,
+            "--name=localcluster",
+            f"--data-dir={layout.etcd_data}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=localcluster={peer_url}",
+            "--log-level=warn",
+        ],
+    )
 
     def etcd_ok() -> tuple[bool, str]:
         code, body = client.get(f"{etcd_url}/health")
@@ -220,32 +246,38 @@ def up(
     _wait("etcd /health", etcd_ok, 30, "etcd", layout)
 
     p = str(layout.pki)
-    _start(layout, "kube-apiserver", [
-        str(bindir / "kube-apiserver"),
-        f"--etcd-servers={etcd_url}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-        f"--secure-port={ports.apiserver}",
-        f"--tls-cert-file={p}/apiserver.crt", f"--tls-private-key-file={p}/apiserver.key",
-        f"--client-ca-file={p}/ca.crt",
-        "--authorization-mode=RBAC",
-        # PodSecurity is on by default; named so that nobody turns it off by accident.
-        "--enable-admission-plugins=PodSecurity",
-        "--allow-privileged=true",
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-        f"--service-account-key-file={p}/sa.pub",
-        f"--service-account-signing-key-file={p}/sa.key",
-        "--service-cluster-ip-range=10.96.0.0/16",
-        # The `kubernetes` Service endpoint may not be a loopback address.
-        "--endpoint-reconciler-type=none",
-        f"--requestheader-client-ca-file={p}/front-proxy-ca.crt",
-        "--requestheader-allowed-names=front-proxy-client",
-        "--requestheader-username-headers=X-Remote-User",
-        "--requestheader-group-headers=X-Remote-Group",
-        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-        f"--proxy-client-cert-file={p}/front-proxy-client.crt",
-        f"--proxy-client-key-file={p}/front-proxy-client.key",
-        "--profiling=false",
-    ])  # fmt: skip
+    _start(
+        layout,
+        "kube-apiserver",
+        [
+            str(bindir / "kube-apiserver"),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={ports.apiserver}",
+            f"--tls-cert-file={p}/apiserver.crt",
+            f"--tls-private-key-file={p}/apiserver.key",
+            f"--client-ca-file={p}/ca.crt",
+            "--authorization-mode=RBAC",
+            # PodSecurity is on by default; named so that nobody turns it off by accident.
+            "--enable-admission-plugins=PodSecurity",
+            "--allow-privileged=true",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={p}/sa.pub",
+            f"--service-account-signing-key-file={p}/sa.key",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            # The `kubernetes` Service endpoint may not be a loopback address.
+            "--endpoint-reconciler-type=none",
+            f"--requestheader-client-ca-file={p}/front-proxy-ca.crt",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={p}/front-proxy-client.crt",
+            f"--proxy-client-key-file={p}/front-proxy-client.key",
+            "--profiling=false",
+        ],
+    )
 
     def apiserver_ok() -> tuple[bool, str]:
         code, body = client.get(f"{server}/readyz")
@@ -257,51 +289,83 @@ def up(
         f"--authentication-kubeconfig={layout.component_kubeconfig('controller-manager')}",
         f"--authorization-kubeconfig={layout.component_kubeconfig('controller-manager')}",
     ]
-    _start(layout, "kube-controller-manager", [
-        str(bindir / "kube-controller-manager"),
-        f"--kubeconfig={layout.component_kubeconfig('controller-manager')}", *common_auth,
-        "--bind-address=127.0.0.1", f"--secure-port={ports.controller_manager}",
-        f"--cert-dir={layout.root / 'controller-manager-certs'}",
-        "--leader-elect=false", "--use-service-account-credentials", "--controllers=*",
-        f"--service-account-private-key-file={p}/sa.key", f"--root-ca-file={p}/ca.crt",
-        f"--cluster-signing-cert-file={p}/ca.crt", f"--cluster-signing-key-file={p}/ca.key",
-        f"--flex-volume-plugin-dir={layout.root / 'flexvolume'}",
-        # Default client limits (20 QPS) cap Job -> Pod creation at ~3-4/s.
-        "--kube-api-qps=200", "--kube-api-burst=400",
-    ])  # fmt: skip
+    _start(
+        layout,
+        "kube-controller-manager",
+        [
+            str(bindir / "kube-controller-manager"),
+            f"--kubeconfig={layout.component_kubeconfig('controller-manager')}",
+            *common_auth,
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports.controller_manager}",
+            f"--cert-dir={layout.root / 'controller-manager-certs'}",
+            "--leader-elect=false",
+            "--use-service-account-credentials",
+            "--controllers=*",
+            f"--service-account-private-key-file={p}/sa.key",
+            f"--root-ca-file={p}/ca.crt",
+            f"--cluster-signing-cert-file={p}/ca.crt",
+            f"--cluster-signing-key-file={p}/ca.key",
+            f"--flex-volume-plugin-dir={layout.root / 'flexvolume'}",
+            # Default client limits (20 QPS) cap Job -> Pod creation at ~3-4/s.
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+        ],
+    )
     sched_config = layout.root / "scheduler-config.yaml"
     sched_config.write_text(
         "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
         f"clientConnection:\n  kubeconfig: {layout.component_kubeconfig('scheduler')}\n"
         "  qps: 200\n  burst: 400\nleaderElection:\n  leaderElect: false\n"
     )
-    _start(layout, "kube-scheduler", [
-        str(bindir / "kube-scheduler"), f"--config={sched_config}",
-        f"--authentication-kubeconfig={layout.component_kubeconfig('scheduler')}",
-        f"--authorization-kubeconfig={layout.component_kubeconfig('scheduler')}",
-        "--bind-address=127.0.0.1", f"--secure-port={ports.scheduler}",
-        f"--cert-dir={layout.root / 'scheduler-certs'}",
-    ])  # fmt: skip
+    _start(
+        layout,
+        "kube-scheduler",
+        [
+            str(bindir / "kube-scheduler"),
+            f"--config={sched_config}",
+            f"--authentication-kubeconfig={layout.component_kubeconfig('scheduler')}",
+            f"--authorization-kubeconfig={layout.component_kubeconfig('scheduler')}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports.scheduler}",
+            f"--cert-dir={layout.root / 'scheduler-certs'}",
+        ],
+    )
 
     # RBAC for Prometheus's pod discovery before Prometheus starts.
     _kubectl_apply(layout, bindir, _prometheus_rbac())
     prom_config = layout.root / "prometheus.yml"
     prom_config.write_text(render_config(server, layout.pki, scrape_interval))
-    _start(layout, "prometheus", [
-        prometheus, f"--config.file={prom_config}",
-        f"--storage.tsdb.path={layout.prometheus_data}",
-        f"--web.listen-address=127.0.0.1:{ports.prometheus}",
-        "--storage.tsdb.retention.time=2d", "--log.level=warn",
-    ])  # fmt: skip
+    _start(
+        layout,
+        "prometheus",
+        [
+            prometheus,
+            f"--config.file={prom_config}",
+            f"--storage.tsdb.path={layout.prometheus_data}",
+            f"--web.listen-address=127.0.0.1:{ports.prometheus}",
+            "--storage.tsdb.retention.time=2d",
+            "--log.level=warn",
+        ],
+    )
     info.save(layout.cluster_json)
     _start(
         layout,
         "localnode",
-        [sys.executable, "-m", "localcluster.node",
-         f"--nodes={nodes}", f"--gpus-per-node={gpus_per_node}"],
-        env={**os.environ, "PYTHONPATH": str(repo_root() / "hack"), "PYTHONUNBUFFERED": "1",
-             "LOCALCLUSTER_DIR": str(layout.root)},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "localcluster.node",
+            f"--nodes={nodes}",
+            f"--gpus-per-node={gpus_per_node}",
+        ],
+        env={
+            **os.environ,
+            "PYTHONPATH": str(repo_root() / "hack"),
+            "PYTHONUNBUFFERED": "1",
+            "LOCALCLUSTER_DIR": str(layout.root),
+        },
+    )
 
     for component, port in (
         ("kube-controller-manager", ports.controller_manager),
@@ -373,7 +437,10 @@ rules:
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata: {name: kubetune-localcluster-prometheus}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kubetune-localcluster-prometheus}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: kubetune-localcluster-prometheus
 subjects:
 - {apiGroup: rbac.authorization.k8s.io, kind: User, name: kubetune-prometheus}
 """

@@ -47,11 +47,22 @@ def _key(path: Path) -> None:
 def _ca(pki: Path, name: str, cn: str) -> None:
     _key(pki / f"{name}.key")
     _openssl(
-        "req", "-x509", "-new", "-key", str(pki / f"{name}.key"), "-subj", f"/CN={cn}",
-        "-days", DAYS, "-out", str(pki / f"{name}.crt"),
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-    )  # fmt: skip
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        str(pki / f"{name}.key"),
+        "-subj",
+        f"/CN={cn}",
+        "-days",
+        DAYS,
+        "-out",
+        str(pki / f"{name}.crt"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+    )
 
 
 def _signed(pki: Path, ca: str, name: str, subject: str, ext: str) -> None:
@@ -61,10 +72,22 @@ def _signed(pki: Path, ca: str, name: str, subject: str, ext: str) -> None:
     extfile.write_text(ext)
     _openssl("req", "-new", "-key", str(pki / f"{name}.key"), "-subj", subject, "-out", str(csr))
     _openssl(
-        "x509", "-req", "-in", str(csr), "-CA", str(pki / f"{ca}.crt"),
-        "-CAkey", str(pki / f"{ca}.key"), "-CAcreateserial", "-days", DAYS,
-        "-extfile", str(extfile), "-out", str(pki / f"{name}.crt"),
-    )  # fmt: skip
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(pki / f"{ca}.crt"),
+        "-CAkey",
+        str(pki / f"{ca}.key"),
+        "-CAcreateserial",
+        "-days",
+        DAYS,
+        "-extfile",
+        str(extfile),
+        "-out",
+        str(pki / f"{name}.crt"),
+    )
     csr.unlink()
     extfile.unlink()
 
@@ -79,12 +102,15 @@ def ensure_pki(pki: Path) -> None:
     # with --requestheader-client-ca-file unless allowed names are set too.
     _ca(pki, "front-proxy-ca", "kubetune-localcluster-front-proxy-ca")
     _signed(
-        pki, "ca", "apiserver", "/CN=kube-apiserver",
+        pki,
+        "ca",
+        "apiserver",
+        "/CN=kube-apiserver",
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=serverAuth\n"
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
         "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1\n",
-    )  # fmt: skip
+    )
     client_ext = (
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=clientAuth\n"

@@ -28,7 +28,10 @@ def render_config(apiserver_url: str, pki: Path, scrape_interval: str) -> str:
     relabel = [
         # Opt-in: annotation or label.
         {
-            "source_labels": [f"{meta}annotation_prometheus_io_scrape", f"{meta}label_kubetune_dev_scrape"],
+            "source_labels": [
+                f"{meta}annotation_prometheus_io_scrape",
+                f"{meta}label_kubetune_dev_scrape",
+            ],
             "regex": "true;.*|.*;true",
             "action": "keep",
         },

@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 from kubernetes import client, config
+
 from localcluster import cluster as localcluster
 from localcluster.state import Layout
-
 from tests.conftest import wait_for
 
 
@@ -24,14 +24,22 @@ def test_up_twice_is_harmless_and_down_leaves_nothing(tmp_path: Path) -> None:
         # A pod running when the cluster goes down must not outlive it.
         api = config.new_client_from_config(str(layout.kubeconfig))
         core = client.CoreV1Api(api)
-        wait_for(lambda: (bool(core.list_namespaced_service_account("default").items), None),
-                 30, "default ServiceAccount")  # fmt: skip
-        core.create_namespaced_pod("default", {
-            "metadata": {"name": "lingering"},
-            "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 2,
-                     "containers": [{"name": "c", "image": "python",
-                                     "command": ["python3", "-c", "import time; time.sleep(600)"]}]},
-        })  # fmt: skip
+        wait_for(
+            lambda: (bool(core.list_namespaced_service_account("default").items), None),
+            30,
+            "default ServiceAccount",
+        )
+        core.create_namespaced_pod(
+            "default",
+            {
+                "metadata": {"name": "lingering"},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "terminationGracePeriodSeconds": 2,
+                    "containers": [{"name": "c", "image": "python", "command": ["sleep", "600"]}],
+                },
+            },
+        )
 
         def running() -> tuple[bool, str]:
             pod = core.read_namespaced_pod("lingering", "default")

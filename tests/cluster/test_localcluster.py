@@ -41,7 +41,9 @@ def pod_phase(cluster: Cluster, ns: str, name: str, *phases: str) -> tuple[bool,
 
 
 def terminated(cluster: Cluster, ns: str, name: str) -> Any:
-    status = wait_for(lambda: pod_phase(cluster, ns, name, "Succeeded", "Failed"), 60, f"{name} done")
+    status = wait_for(
+        lambda: pod_phase(cluster, ns, name, "Succeeded", "Failed"), 60, f"{name} done"
+    )
     return status.container_statuses[0].state.terminated
 
 
@@ -60,8 +62,9 @@ def test_gpu_node_is_ready_and_openapi_is_served(cluster: Cluster) -> None:
     assert node.status.allocatable[GPU] == "4"
     assert not any(t.key == "node.kubernetes.io/not-ready" for t in node.spec.taints or [])
     # A broken OpenAPI handler (seen with a mismatched Go) makes kubectl apply fail.
-    _, status, _ = cluster.api.call_api("/openapi/v2", "GET", _preload_content=False)
-    assert status == 200
+    openapi = cluster.get("/openapi/v2")
+    assert openapi.status_code == 200, openapi.text[:300]
+    assert "io.k8s.api.batch.v1.Job" in openapi.json()["definitions"]
 
 
 def test_job_metrics_are_scraped_by_prometheus(cluster: Cluster, namespace: str) -> None:
@@ -81,9 +84,14 @@ def test_job_metrics_are_scraped_by_prometheus(cluster: Cluster, namespace: str)
         assert scraped.wait(120), "never scraped"
         time.sleep(0.5)
     """
-    pod = python_pod("scraped", code, labels={"app": "metrics-probe", "kubetune.dev/scrape": "true"},
-                     annotations={"prometheus.io/port": "9100"},
-                     container={"env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]})  # fmt: skip
+    pod_ip = {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    pod = python_pod(
+        "scraped",
+        code,
+        labels={"app": "metrics-probe", "kubetune.dev/scrape": "true"},
+        annotations={"prometheus.io/port": "9100"},
+        container={"env": [pod_ip]},
+    )
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -97,7 +105,11 @@ def test_job_metrics_are_scraped_by_prometheus(cluster: Cluster, namespace: str)
         return any(c.type == "Complete" and c.status == "True" for c in conds), conds
 
     wait_for(complete, 120, "the Job to complete")
-    query = f'kubetune_test_answer{{namespace="{namespace}", app="metrics-probe"}}'
+    # The pod has finished, so its target is gone and Prometheus marked the series
+    # stale: an instant query finds nothing, a range function finds the samples.
+    query = (
+        f'last_over_time(kubetune_test_answer{{namespace="{namespace}", app="metrics-probe"}}[10m])'
+    )
     series = wait_for(lambda: (bool(r := cluster.prometheus_query(query)), r), 30, query)
     labels = series[0]["metric"]
     assert series[0]["value"][1] == "42"
@@ -139,11 +151,16 @@ def test_deleted_pod_process_is_gone_within_grace(
     wait_for(gone, 15, "the pod object to be removed")
 
 
-def test_job_wanting_more_gpus_than_any_node_stays_pending(cluster: Cluster, namespace: str) -> None:
-    pod = python_pod("greedy", "print('never')",
-                     container={"resources": {"limits": {GPU: "9"}}})  # fmt: skip
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "greedy"},
-           "spec": {"template": {"spec": pod["spec"]}}}  # fmt: skip
+def test_job_wanting_more_gpus_than_any_node_stays_pending(
+    cluster: Cluster, namespace: str
+) -> None:
+    pod = python_pod("greedy", "print('never')", container={"resources": {"limits": {GPU: "9"}}})
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "greedy"},
+        "spec": {"template": {"spec": pod["spec"]}},
+    }
     cluster.batch.create_namespaced_job(namespace, job)
 
     def failed_scheduling() -> tuple[bool, Any]:
@@ -167,15 +184,12 @@ def test_concurrent_gpu_pods_get_different_devices(cluster: Cluster, namespace: 
     for name in ("gpu-a", "gpu-b"):
         pod = python_pod(name, code, container={"resources": {"limits": {GPU: "1"}}})
         cluster.core.create_namespaced_pod(namespace, pod)
-    running = wait_for(
-        lambda: (
-            all(p.status.phase == "Running" for p in (ps := cluster.core.list_namespaced_pod(namespace).items))
-            and len(ps) == 2,
-            [p.status.phase for p in ps],
-        ),
-        60, "both GPU pods running at once",
-    )  # fmt: skip
-    assert running
+
+    def both_running() -> tuple[bool, list[str]]:
+        phases = [p.status.phase for p in cluster.core.list_namespaced_pod(namespace).items]
+        return phases == ["Running", "Running"], phases
+
+    wait_for(both_running, 60, "both GPU pods running at once")
     devices = [terminated(cluster, namespace, n).message for n in ("gpu-a", "gpu-b")]
     assert all(d.isdigit() for d in devices), devices
     assert devices[0] != devices[1]
@@ -192,7 +206,9 @@ def test_termination_message_is_reported(cluster: Cluster, namespace: str) -> No
     assert state.reason == "Completed"
     assert state.message == '{"val_accuracy": 0.97}'
     # The default path belongs to each pod alone: the host file stays untouched.
-    assert not os.path.exists("/dev/termination-log") or os.path.getsize("/dev/termination-log") == 0
+    assert (
+        not os.path.exists("/dev/termination-log") or os.path.getsize("/dev/termination-log") == 0
+    )
 
 
 def test_custom_termination_path_and_fallback_to_logs(cluster: Cluster, namespace: str) -> None:
@@ -230,12 +246,20 @@ def test_env_from_field_refs_and_unique_pod_ips(cluster: Cluster, namespace: str
         {"name": "MY_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "MY_TEAM", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['team']"}}},
-        {"name": "MY_NOTE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['note']"}}},
+        {
+            "name": "MY_NOTE",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['note']"}},
+        },
         {"name": "GREETING", "value": "hello $(MY_NAME)"},
     ]
     for name in ("env-a", "env-b"):
-        pod = python_pod(name, code, labels={"team": "tuning"}, annotations={"note": "hi"},
-                         container={"env": env})  # fmt: skip
+        pod = python_pod(
+            name,
+            code,
+            labels={"team": "tuning"},
+            annotations={"note": "hi"},
+            container={"env": env},
+        )
         cluster.core.create_namespaced_pod(namespace, pod)
     seen = {}
     for name in ("env-a", "env-b"):
@@ -258,17 +282,29 @@ def test_env_from_field_refs_and_unique_pod_ips(cluster: Cluster, namespace: str
     "namespace", [{"pod-security.kubernetes.io/enforce": "restricted"}], indirect=True
 )
 def test_restricted_namespace_rejects_privileged_pod(cluster: Cluster, namespace: str) -> None:
-    privileged = python_pod("privileged", "print(1)",
-                            container={"securityContext": {"privileged": True}})  # fmt: skip
+    privileged = python_pod(
+        "privileged", "print(1)", container={"securityContext": {"privileged": True}}
+    )
     with pytest.raises(ApiException) as err:
         cluster.core.create_namespaced_pod(namespace, privileged)
     assert err.value.status == 403
     assert "violates PodSecurity" in err.value.body
     assert "privileged" in err.value.body
     # A pod that meets the restricted level is admitted and runs.
-    compliant = python_pod("compliant", "print('ok')", securityContext={
-        "runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
-        container={"securityContext": {"allowPrivilegeEscalation": False,
-                                        "capabilities": {"drop": ["ALL"]}}})  # fmt: skip
+    compliant = python_pod(
+        "compliant",
+        "print('ok')",
+        securityContext={
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        container={
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+            }
+        },
+    )
     cluster.core.create_namespaced_pod(namespace, compliant)
     assert terminated(cluster, namespace, "compliant").exit_code == 0

@@ -55,6 +55,7 @@ class NodeSpec:
 
 def gpu_request(pod: Mapping[str, Any]) -> int:
     """GPUs a pod needs: the sum over its containers (init containers run one at a time)."""
+
     def of(c: Mapping[str, Any]) -> int:
         res = c.get("resources") or {}
         return int((res.get("limits") or {}).get(GPU) or (res.get("requests") or {}).get(GPU) or 0)
@@ -81,36 +82,59 @@ class Agent:
         images = Path(__file__).with_name("images.yaml")
         self.images: dict[str, dict[str, list[str]]] = yaml.safe_load(images.read_text()) or {}
         self.bin_dir = str(Path(sys.executable).parent)
+        self.registered_at = now()
 
     # -- Node objects -----------------------------------------------------------------
 
     def _node_status(self, n: NodeSpec) -> dict[str, Any]:
         t = now()
-        capacity = {"cpu": n.cpu, "memory": n.memory, "pods": str(n.pods), GPU: str(n.gpus),
-                    "ephemeral-storage": "100Gi"}  # fmt: skip
+        since = self.registered_at
+        capacity = {
+            "cpu": n.cpu,
+            "memory": n.memory,
+            "pods": str(n.pods),
+            GPU: str(n.gpus),
+            "ephemeral-storage": "100Gi",
+        }
 
         def cond(kind: str, status: str, reason: str, message: str) -> dict[str, str]:
-            return {"type": kind, "status": status, "reason": reason, "message": message,
-                    "lastHeartbeatTime": t, "lastTransitionTime": t}  # fmt: skip
+            return {
+                "type": kind,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastHeartbeatTime": t,
+                "lastTransitionTime": since,
+            }
 
         return {
             "capacity": capacity,
             "allocatable": capacity,
             "conditions": [
-                cond("Ready", "True", "KubeletReady", "local GPU node agent is posting ready status"),
+                cond(
+                    "Ready", "True", "KubeletReady", "local GPU node agent is posting ready status"
+                ),
                 cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "ok"),
                 cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "ok"),
                 cond("PIDPressure", "False", "KubeletHasSufficientPID", "ok"),
             ],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
-                          {"type": "Hostname", "address": n.name}],  # fmt: skip
+            "addresses": [
+                {"type": "InternalIP", "address": "127.0.0.1"},
+                {"type": "Hostname", "address": n.name},
+            ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
             "nodeInfo": {
-                "architecture": "amd64", "operatingSystem": "linux",
-                "kubeletVersion": f"{KUBE_VERSION}-localnode", "kubeProxyVersion": "",
-                "containerRuntimeVersion": "localnode://processes", "osImage": "local processes",
-                "kernelVersion": "", "machineID": n.name, "systemUUID": n.name, "bootID": n.name,
-            },  # fmt: skip
+                "architecture": "amd64",
+                "operatingSystem": "linux",
+                "kubeletVersion": f"{KUBE_VERSION}-localnode",
+                "kubeProxyVersion": "",
+                "containerRuntimeVersion": "localnode://processes",
+                "osImage": "local processes",
+                "kernelVersion": "",
+                "machineID": n.name,
+                "systemUUID": n.name,
+                "bootID": n.name,
+            },
         }
 
     def register(self) -> None:
@@ -137,8 +161,10 @@ class Agent:
             except ApiException as e:
                 if e.status != 409:
                     raise
-            self.core.patch_node_status(n.name, {"status": self._node_status(n)},
-                                        _content_type=STRATEGIC)  # fmt: skip
+            self.core.patch_node_status(
+                n.name, {"status": self._node_status(n)}, _content_type=STRATEGIC
+            )
+            self._renew_lease(n)
 
     def heartbeat(self) -> None:
         while not self.stopping.wait(HEARTBEAT_SECONDS):
@@ -153,11 +179,13 @@ class Agent:
 
     def _renew_lease(self, n: NodeSpec) -> None:
         ns = "kube-node-lease"
-        spec = {"holderIdentity": n.name, "leaseDurationSeconds": LEASE_SECONDS,
-                "renewTime": micro_now()}  # fmt: skip
+        spec = {
+            "holderIdentity": n.name,
+            "leaseDurationSeconds": LEASE_SECONDS,
+            "renewTime": micro_now(),
+        }
         try:
-            self.coord.patch_namespaced_lease(n.name, ns, {"spec": spec},
-                                              _content_type=STRATEGIC)  # fmt: skip
+            self.coord.patch_namespaced_lease(n.name, ns, {"spec": spec}, _content_type=STRATEGIC)
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -165,8 +193,14 @@ class Agent:
             body = {
                 "metadata": {
                     "name": n.name,
-                    "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": n.name,
-                                         "uid": node.metadata.uid}],  # fmt: skip
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Node",
+                            "name": n.name,
+                            "uid": node.metadata.uid,
+                        }
+                    ],
                 },
                 "spec": spec,
             }
@@ -190,8 +224,12 @@ class Agent:
         meta = pod["metadata"]
         spec: dict[str, Any] = {
             "expirationSeconds": seconds,
-            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"],
-                               "uid": meta["uid"]},  # fmt: skip
+            "boundObjectRef": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": meta["name"],
+                "uid": meta["uid"],
+            },
         }
         if audience:
             spec["audiences"] = [audience]
@@ -224,7 +262,7 @@ class Agent:
             if node_gpus:
                 node, gpus = node_gpus
                 self.nodes[node].free_gpus.update(gpus)
-        if runner is not None and runner.stopping:
+        if runner is not None and runner.stopping():
             self._delete_finally(runner.pod)
 
     def base_env(self, pod: Mapping[str, Any]) -> dict[str, str]:
@@ -283,8 +321,14 @@ class Agent:
             return
         if phase == "Running":
             # Bound to us and running, but no process: the agent restarted and lost it.
-            self.patch_status(pod, {"phase": "Failed", "reason": "NodeRestarted",
-                                    "message": "the local node agent restarted"})  # fmt: skip
+            self.patch_status(
+                pod,
+                {
+                    "phase": "Failed",
+                    "reason": "NodeRestarted",
+                    "message": "the local node agent restarted",
+                },
+            )
             return
         self._admit(pod, node)
 
@@ -295,10 +339,14 @@ class Agent:
             free = sorted(self.nodes[node].free_gpus)
             if want > len(free):
                 # The scheduler should never bind this; reject it as a kubelet would.
-                self.patch_status(pod, {
-                    "phase": "Failed", "reason": "UnexpectedAdmissionError",
-                    "message": f"Allocate failed: requested {want} {GPU}, available {len(free)}",
-                })  # fmt: skip
+                self.patch_status(
+                    pod,
+                    {
+                        "phase": "Failed",
+                        "reason": "UnexpectedAdmissionError",
+                        "message": f"Allocate failed: want {want} {GPU}, {len(free)} free",
+                    },
+                )
                 return
             gpus = free[:want]
             self.nodes[node].free_gpus.difference_update(gpus)
@@ -307,7 +355,7 @@ class Agent:
             runner = PodRunner(self, pod, self._allocate_ip(), "127.0.0.1", gpus, sandbox)
             self.runners[meta["uid"]] = runner
         gpu_note = f", GPUs {gpus}" if gpus else ""
-        log(f"starting pod {meta['namespace']}/{meta['name']} on {node} ip {runner.pod_ip}{gpu_note}")
+        log(f"starting pod {runner.pod_key} on {node} ip {runner.pod_ip}{gpu_note}")
         runner.start()
 
     def _delete_finally(self, pod: Mapping[str, Any]) -> None:
@@ -315,10 +363,13 @@ class Agent:
         meta = pod["metadata"]
         try:
             self.core.delete_namespaced_pod(
-                meta["name"], meta["namespace"], grace_period_seconds=0,
-                body=client.V1DeleteOptions(grace_period_seconds=0,
-                                            preconditions={"uid": meta["uid"]}),
-            )  # fmt: skip
+                meta["name"],
+                meta["namespace"],
+                grace_period_seconds=0,
+                body=client.V1DeleteOptions(
+                    grace_period_seconds=0, preconditions={"uid": meta["uid"]}
+                ),
+            )
         except ApiException as e:
             if e.status not in (404, 409):
                 log(f"final delete of {meta['namespace']}/{meta['name']}: {e.status} {e.reason}")
@@ -335,8 +386,12 @@ class Agent:
                     self.on_pod("ADDED", item)
                 rv = listing["metadata"]["resourceVersion"]
                 w = watch.Watch()
-                for event in w.stream(self.core.list_pod_for_all_namespaces, resource_version=rv,
-                                      timeout_seconds=300, allow_watch_bookmarks=True):  # fmt: skip
+                for event in w.stream(
+                    self.core.list_pod_for_all_namespaces,
+                    resource_version=rv,
+                    timeout_seconds=300,
+                    allow_watch_bookmarks=True,
+                ):
                     if self.stopping.is_set():
                         w.stop()
                         break

@@ -83,9 +83,10 @@ def build_env(
             env[name] = _resource_value(container, source["resourceFieldRef"])
         elif "configMapKeyRef" in source or "secretKeyRef" in source:
             ref_kind, kind = (
-                ("configMapKeyRef", "configMap") if "configMapKeyRef" in source
+                ("configMapKeyRef", "configMap")
+                if "configMapKeyRef" in source
                 else ("secretKeyRef", "secret")
-            )  # fmt: skip
+            )
             ref = source[ref_kind]
             data = _data(lookup, kind, ref["name"], bool(ref.get("optional")))
             if ref["key"] in data:

@@ -63,7 +63,7 @@ def main() -> None:
     os.chdir(spec["cwd"])
     argv = spec["argv"]
     try:
-        os.execvpe(argv[0], argv, spec["env"])
+        os.execvpe(argv[0], argv, spec["env"])  # noqa: S606 - exec without a shell is the point
     except OSError as e:
         print(f"localnode: cannot run {argv[0]!r}: {e}", file=sys.stderr)
         sys.exit(127 if isinstance(e, FileNotFoundError) else 126)

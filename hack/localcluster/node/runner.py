@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -112,9 +113,14 @@ class ConfigError(Exception):
 
 class PodRunner(threading.Thread):
     def __init__(
-        self, host: Host, pod: dict[str, Any], pod_ip: str, host_ip: str, gpus: list[int],
+        self,
+        host: Host,
+        pod: dict[str, Any],
+        pod_ip: str,
+        host_ip: str,
+        gpus: list[int],
         sandbox: Path,
-    ) -> None:  # fmt: skip
+    ) -> None:
         meta = pod["metadata"]
         super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
         self.host = host
@@ -155,17 +161,17 @@ class PodRunner(threading.Thread):
         try:
             self._run()
         except Exception as e:  # never let one pod take the agent down
-            print(f"localnode: pod {self.name}: {type(e).__name__}: {e}", file=sys.stderr)
+            print(f"localnode: pod {self.pod_key}: {type(e).__name__}: {e}", file=sys.stderr)
             self._kill_all(signal.SIGKILL)
         finally:
             self.host.finished(self.uid)
 
     @property
-    def name(self) -> str:
+    def pod_key(self) -> str:
         return f"{self.pod['metadata']['namespace']}/{self.pod['metadata']['name']}"
 
-    @property
     def stopping(self) -> bool:
+        """A method, not a property: it changes under our feet (the watch thread sets it)."""
         return self.stop_grace is not None
 
     def _run(self) -> None:
@@ -177,8 +183,8 @@ class PodRunner(threading.Thread):
             while True:
                 self._start(c)
                 self._report()
-                self._sleep_until(lambda c=c: c.proc is not None and c.proc.poll() is not None)
-                if self.stopping:
+                self._sleep_until(functools.partial(self._exited, c))
+                if self.stopping():
                     self._finish()
                     return
                 self._reap(c)
@@ -195,7 +201,7 @@ class PodRunner(threading.Thread):
         # Level-triggered: every wake-up looks at every container.
         while True:
             self._sleep_until(lambda: any(self._exited(c) for c in self.containers))
-            if self.stopping:
+            if self.stopping():
                 break
             exited = [c for c in self.containers if self._exited(c)]
             for c in exited:
@@ -205,7 +211,7 @@ class PodRunner(threading.Thread):
             for c in exited:
                 if self._should_restart(c):
                     self._restart_later(c)
-                    if self.stopping:
+                    if self.stopping():
                         break
                     self._start(c)
                     self._report()
@@ -219,12 +225,12 @@ class PodRunner(threading.Thread):
 
     def _sleep_until(self, ready: Callable[[], bool]) -> None:
         """Block until `ready()` holds or a stop is requested; no polling."""
-        while not self.stopping and not ready():
+        while not self.stopping() and not ready():
             self.wake.wait()
             self.wake.clear()
 
     def _should_restart(self, c: Container) -> bool:
-        if self.stopping:
+        if self.stopping():
             return False
         return self.restart_policy == "Always" or (
             self.restart_policy == "OnFailure" and c.exit_code != 0
@@ -243,14 +249,14 @@ class PodRunner(threading.Thread):
     def _sleep_for(self, seconds: float) -> None:
         """Sleep, but wake at once for a stop request."""
         deadline = time.monotonic() + seconds
-        while not self.stopping and (left := deadline - time.monotonic()) > 0:
+        while not self.stopping() and (left := deadline - time.monotonic()) > 0:
             self.wake.wait(left)
             self.wake.clear()
 
     def _prepare(self) -> bool:
         """Volumes, env and argv for every container; retries while config is missing."""
         delay = 0.5
-        while not self.stopping:
+        while not self.stopping():
             try:
                 self._configure()
                 return True
@@ -290,9 +296,12 @@ class PodRunner(threading.Thread):
                     raise ConfigError(f"volumeMount {vm['name']!r} names no volume of the pod")
                 source = vols[vm["name"]] / vm.get("subPath", "")
                 c.mounts.append(
-                    {"source": str(source), "target": vm["mountPath"],
-                     "readOnly": bool(vm.get("readOnly"))}
-                )  # fmt: skip
+                    {
+                        "source": str(source),
+                        "target": vm["mountPath"],
+                        "readOnly": bool(vm.get("readOnly")),
+                    }
+                )
 
     @staticmethod
     def _term_path(c: Container) -> str:
@@ -307,7 +316,7 @@ class PodRunner(threading.Thread):
             if known is None:
                 raise ConfigError(
                     f"container {c.name}: the local node pulls no images, so image {image!r} "
-                    "needs an explicit `command` (or an entry in hack/localcluster/node/images.yaml)"
+                    "needs an explicit `command` (or an entry in localcluster/node/images.yaml)"
                 )
             command, default_args = known
             if not c.spec.get("args"):
@@ -362,8 +371,10 @@ class PodRunner(threading.Thread):
             data = c.termination_log.read_bytes()[:MAX_MESSAGE]
         except OSError:
             data = b""
-        if not data and c.exit_code != 0 and c.spec.get("terminationMessagePolicy") == (
-            "FallbackToLogsOnError"
+        if (
+            not data
+            and c.exit_code != 0
+            and c.spec.get("terminationMessagePolicy") == ("FallbackToLogsOnError")
         ):
             with contextlib.suppress(OSError):
                 tail = c.log.read_bytes().splitlines()[-FALLBACK_LINES:]
@@ -377,10 +388,8 @@ class PodRunner(threading.Thread):
         deadline = time.monotonic() + grace
         for c in self.init_containers + self.containers:
             if c.proc is not None and c.exit_code is None:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     c.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
         self._kill_all(signal.SIGKILL)
         for c in self.init_containers + self.containers:
             if c.proc is not None and c.exit_code is None:
@@ -395,7 +404,7 @@ class PodRunner(threading.Thread):
                     os.killpg(c.proc.pid, sig)
 
     def _finish(self) -> None:
-        if self.stopping:
+        if self.stopping():
             self._terminate()
         else:
             # A process's children may outlive it; the pod's life ends with its containers.
@@ -407,8 +416,10 @@ class PodRunner(threading.Thread):
     def _phase(self, final: bool) -> str:
         every = self.init_containers + self.containers
         if not final:
-            return "Running" if self.init_done and any(c.running for c in self.containers) else (
-                "Pending"
+            return (
+                "Running"
+                if self.init_done and any(c.running for c in self.containers)
+                else ("Pending")
             )
         if any(c.exit_code is None for c in self.containers) or any(
             c.exit_code not in (None, 0) for c in every
@@ -423,8 +434,12 @@ class PodRunner(threading.Thread):
         not_ready_reason = "PodCompleted" if final else "ContainersNotReady"
 
         def cond(kind: str, ok: bool, reason: str = "") -> dict[str, Any]:
-            c: dict[str, Any] = {"type": kind, "status": "True" if ok else "False",
-                                 "lastTransitionTime": t, "lastProbeTime": None}  # fmt: skip
+            c: dict[str, Any] = {
+                "type": kind,
+                "status": "True" if ok else "False",
+                "lastTransitionTime": t,
+                "lastProbeTime": None,
+            }
             if reason and not ok:
                 c["reason"] = reason
             return c
@@ -439,11 +454,14 @@ class PodRunner(threading.Thread):
             "qosClass": self.pod.get("status", {}).get("qosClass", "BestEffort"),
             "conditions": [
                 cond("PodReadyToStartContainers", True),
-                cond("Initialized", self.init_done or not self.init_containers,
-                     "ContainersNotInitialized"),
+                cond(
+                    "Initialized",
+                    self.init_done or not self.init_containers,
+                    "ContainersNotInitialized",
+                ),
                 cond("ContainersReady", running, not_ready_reason),
                 cond("Ready", running, not_ready_reason),
-            ],  # fmt: skip
+            ],
             "containerStatuses": [c.status() for c in self.containers],
         }
         if self.init_containers:

@@ -54,7 +54,12 @@ def _object_data(lookup: Lookup, kind: str, source: Mapping[str, Any]) -> Mappin
 def _downward(root: Path, pod: Mapping[str, Any], items: list[Mapping[str, Any]]) -> None:
     for item in items:
         if "fieldRef" in item:
-            _write(root, item["path"], field_value(pod, item["fieldRef"]["fieldPath"]), item.get("mode"))
+            _write(
+                root,
+                item["path"],
+                field_value(pod, item["fieldRef"]["fieldPath"]),
+                item.get("mode"),
+            )
 
 
 def materialise(

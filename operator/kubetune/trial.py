@@ -1,0 +1,164 @@
+"""The trial SDK: what a training program uses to take part in a kubetune Study.
+
+Two lines in a training script::
+
+    from kubetune import trial
+    params = trial.params()                      # {"lr": 0.01, "layers": 3, ...}
+    ...
+    trial.report(epoch, val_accuracy=acc, val_loss=loss)   # every epoch
+
+This module imports nothing heavier than prometheus-client, so any training image
+can carry it. The contract it implements (for other languages, see the README):
+
+* In: ``KUBETUNE_PARAMS`` (JSON object of parameter values), ``KUBETUNE_TRIAL_NAME``,
+  ``KUBETUNE_TRIAL_NUMBER``, ``KUBETUNE_STUDY_NAME``, ``KUBETUNE_METRICS_ADDR`` and
+  ``KUBETUNE_METRICS_PORT`` (where to serve metrics), ``KUBETUNE_TERMINATION_LOG``.
+* Out, for Prometheus: gauges ``kubetune_trial_metric{metric="<name>"}`` (latest
+  value) and ``kubetune_trial_metric_step{metric="<name>"}`` (the step it belongs
+  to), served on ``KUBETUNE_METRICS_ADDR:KUBETUNE_METRICS_PORT``.
+* Out, exactly: after every report the termination message file holds
+  ``{"step": N, "metrics": {...}, "intermediate": {"<name>": [[step, value], ...]}}``
+  (the last report's metrics are the trial's final metrics; ``intermediate`` is
+  trimmed, oldest first, to fit the kubelet's 4096-byte limit). NaN and infinite
+  values are written as JSON's ``NaN``/``Infinity`` and mean the trial diverged.
+* SIGTERM means "pruned or preempted": :func:`should_stop` turns True; finish the
+  step, report, and exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+MAX_TERMINATION_MESSAGE = 4096
+DEFAULT_PORT = 9090
+
+_lock = threading.Lock()
+_stop = threading.Event()
+_state: dict[str, Any] = {"started": False, "history": {}, "registry": None}
+
+
+def params() -> dict[str, Any]:
+    """This trial's parameter values (absent conditional parameters are missing)."""
+    raw = os.environ.get("KUBETUNE_PARAMS", "{}")
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError(f"KUBETUNE_PARAMS must be a JSON object, got {raw[:80]!r}")
+    return value
+
+
+def trial_name() -> str:
+    return os.environ.get("KUBETUNE_TRIAL_NAME", "")
+
+
+def trial_number() -> int:
+    return int(os.environ.get("KUBETUNE_TRIAL_NUMBER", "0") or 0)
+
+
+def seed(default: int = 0) -> int:
+    """A seed for this trial (``KUBETUNE_TRIAL_SEED``; repeats of the best trial differ)."""
+    return int(os.environ.get("KUBETUNE_TRIAL_SEED", default) or default)
+
+
+def should_stop() -> bool:
+    """True once SIGTERM arrived (the trial was pruned, preempted or the study ended)."""
+    return _stop.is_set()
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    _stop.set()
+
+
+def _start() -> None:
+    """Serve metrics and catch SIGTERM; once, on the first report."""
+    if _state["started"]:
+        return
+    _state["started"] = True
+    registry = CollectorRegistry()
+    _state["value"] = Gauge(
+        "kubetune_trial_metric",
+        "Latest reported value of a trial metric",
+        ["metric"],
+        registry=registry,
+    )
+    _state["step"] = Gauge(
+        "kubetune_trial_metric_step",
+        "Step of the latest reported value",
+        ["metric"],
+        registry=registry,
+    )
+    _state["registry"] = registry
+    port = int(os.environ.get("KUBETUNE_METRICS_PORT", DEFAULT_PORT))
+    addr = os.environ.get("KUBETUNE_METRICS_ADDR", "0.0.0.0")  # noqa: S104 - the pod IP when set
+    if port > 0:
+        try:
+            start_http_server(port, addr=addr, registry=registry)
+        except OSError as e:  # metrics are best effort; the termination message is exact
+            print(f"kubetune.trial: cannot serve metrics on {addr}:{port}: {e}", flush=True)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def install_sigterm_handler() -> None:
+    """Catch SIGTERM early (before the first report), so a pruned trial exits cleanly."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def report(step: int, **metrics: float) -> None:
+    """Report metric values for `step` (an epoch, say). The last report is final."""
+    if not metrics:
+        raise ValueError("report() needs at least one metric, e.g. report(3, val_accuracy=0.9)")
+    with _lock:
+        _start()
+        history: dict[str, list[list[float]]] = _state["history"]
+        for name, value in metrics.items():
+            v = float(value)
+            _state["value"].labels(metric=name).set(v)
+            _state["step"].labels(metric=name).set(step)
+            series = history.setdefault(name, [])
+            if series and series[-1][0] == step:
+                series[-1][1] = v
+            else:
+                series.append([step, v])
+        _write_termination_message(step, {k: float(v) for k, v in metrics.items()}, history)
+
+
+def termination_message(
+    step: int, metrics: dict[str, float], history: dict[str, list[list[float]]]
+) -> str:
+    """The JSON document, trimmed (oldest intermediate values first) to fit 4096 bytes."""
+    trimmed = {k: list(v) for k, v in history.items()}
+    while True:
+        doc = json.dumps(
+            {"step": step, "metrics": metrics, "intermediate": trimmed}, separators=(",", ":")
+        )
+        if len(doc.encode()) <= MAX_TERMINATION_MESSAGE:
+            return doc
+        longest = max(trimmed, key=lambda k: len(trimmed[k]), default=None)
+        if longest is None or not trimmed[longest]:
+            trimmed = {}
+            continue
+        trimmed[longest].pop(0)
+
+
+def _write_termination_message(
+    step: int, metrics: dict[str, float], history: dict[str, list[list[float]]]
+) -> None:
+    path = Path(os.environ.get("KUBETUNE_TERMINATION_LOG", "/dev/termination-log"))
+    doc = termination_message(step, metrics, history)
+    try:
+        path.write_text(doc)
+    except OSError as e:
+        print(f"kubetune.trial: cannot write {path}: {e}; final metrics: {doc}", flush=True)
+
+
+def is_finite(value: float) -> bool:
+    return not (math.isnan(value) or math.isinf(value))
