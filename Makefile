@@ -11,8 +11,14 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 LOCAL     := PYTHONPATH=hack $(PY) -m localcluster
 
+# "The current cluster": $KUBECONFIG if set, else the local cluster when it is up.
+LOCAL_KUBECONFIG := $(CURDIR)/.localcluster/kubeconfig
+export KUBECONFIG ?= $(if $(wildcard $(LOCAL_KUBECONFIG)),$(LOCAL_KUBECONFIG),$(HOME)/.kube/config)
+KUBECTL    = $(shell bash hack/build-k8s.sh 2>/dev/null)/kubectl
+PROM_URL   = $(shell cat .localcluster/prometheus-url 2>/dev/null)
+
 .PHONY: help setup system-deps python-deps binaries cluster cluster-down cluster-status \
-        test unit lint bench clean
+        install uninstall run demo test unit lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -42,6 +48,19 @@ cluster-down: ## stop everything the local cluster started
 
 cluster-status: ## show the local cluster's processes
 	@$(LOCAL) status
+
+install: binaries ## apply the CRDs (crds/) to the current cluster
+	$(KUBECTL) apply --server-side -f crds/
+	$(KUBECTL) wait --for=condition=Established crd/studies.kubetune.dev crd/trials.kubetune.dev
+
+uninstall: ## delete the CRDs (and with them every Study and Trial!)
+	$(KUBECTL) delete -f crds/ --ignore-not-found
+
+run: python-deps ## run the operator against the current cluster (Prometheus URL from the local cluster)
+	KUBETUNE_PROMETHEUS_URL=$${KUBETUNE_PROMETHEUS_URL:-$(PROM_URL)} $(PY) -m kubetune
+
+demo: setup ## the demo: local cluster, CRDs, operator, examples/digits-study.yaml to the end
+	PYTHONPATH=hack $(PY) hack/demo.py
 
 test: setup ## run all tests; starts the local cluster if it is not running, stops it after
 	$(PY) -m pytest

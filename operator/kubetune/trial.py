@@ -38,7 +38,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 MAX_TERMINATION_MESSAGE = 4096
-DEFAULT_PORT = 9090
 
 _lock = threading.Lock()
 _stop = threading.Event()
@@ -95,7 +94,8 @@ def _start() -> None:
         registry=registry,
     )
     _state["registry"] = registry
-    port = int(os.environ.get("KUBETUNE_METRICS_PORT", DEFAULT_PORT))
+    # Serve only inside a trial (the operator sets the port): a local run opens no socket.
+    port = int(os.environ.get("KUBETUNE_METRICS_PORT", "0") or 0)
     addr = os.environ.get("KUBETUNE_METRICS_ADDR", "0.0.0.0")  # noqa: S104 - the pod IP when set
     if port > 0:
         try:
@@ -152,8 +152,11 @@ def termination_message(
 def _write_termination_message(
     step: int, metrics: dict[str, float], history: dict[str, list[list[float]]]
 ) -> None:
-    path = Path(os.environ.get("KUBETUNE_TERMINATION_LOG", "/dev/termination-log"))
     doc = termination_message(step, metrics, history)
+    explicit = os.environ.get("KUBETUNE_TERMINATION_LOG")
+    if not explicit and not trial_name():
+        return  # not in a trial: leave the machine's /dev alone
+    path = Path(explicit or "/dev/termination-log")
     try:
         path.write_text(doc)
     except OSError as e:

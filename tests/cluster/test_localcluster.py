@@ -200,6 +200,8 @@ def test_termination_message_is_reported(cluster: Cluster, namespace: str) -> No
         import json, pathlib
         pathlib.Path("/dev/termination-log").write_text(json.dumps({"val_accuracy": 0.97}))
     """
+    host_file = Path("/dev/termination-log")
+    before = host_file.read_bytes() if host_file.exists() else None
     cluster.core.create_namespaced_pod(namespace, python_pod("reporter", code))
     state = terminated(cluster, namespace, "reporter")
     assert state.exit_code == 0

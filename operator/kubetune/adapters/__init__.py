@@ -1,0 +1,1 @@
+"""Adapters at the edges: the Kubernetes API, Prometheus, Optuna."""

@@ -1,0 +1,44 @@
+"""metav1.Condition helpers: the Study's status API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+INVALID = "Invalid"
+RUNNING = "Running"
+COMPLETED = "Completed"
+FAILED = "Failed"
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    kind: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """A new list with `kind` set; lastTransitionTime changes only when the status does."""
+    value = "True" if status else "False"
+    old = next((c for c in conditions if c.get("type") == kind), None)
+    since = old["lastTransitionTime"] if old and old.get("status") == value else None
+    new = {
+        "type": kind,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+        "lastTransitionTime": since or now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    return [c for c in conditions if c.get("type") != kind] + [new]
+
+
+def get(conditions: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == kind), None)
+
+
+def is_true(conditions: list[dict[str, Any]], kind: str) -> bool:
+    c = get(conditions, kind)
+    return c is not None and c.get("status") == "True"

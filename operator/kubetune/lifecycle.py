@@ -1,0 +1,295 @@
+"""A trial's life as a pure function: observations in, the Trial's status out.
+
+Pending -> Running -> Completed | Pruned | Failed. Terminal phases are sticky.
+Every non-success has a reason: Error (non-zero exit), Diverged (NaN or infinite
+objective), MetricsMissing (succeeded without reporting the objective),
+JobFailed (the Job failed without a pod result, e.g. a deadline), Pruned, Stopped.
+
+The trial ends when its pod terminates, not when the Job controller marks the
+Job Complete about a second later: that is when its GPU is free.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+TERMINAL = ("Completed", "Pruned", "Failed")
+
+
+@dataclass(frozen=True)
+class PodObservation:
+    name: str
+    phase: str  # Pending | Running | Succeeded | Failed | Unknown
+    started: datetime | None = None
+    finished: datetime | None = None
+    exit_code: int | None = None
+    termination_messages: tuple[str, ...] = ()
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    exists: bool
+    backoff_limit: int = 0
+    failed_reason: str | None = None  # the Job's Failed condition, if any
+    failed_message: str | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a trial reported through its termination message (the exact final values)."""
+
+    metrics: dict[str, float]
+    step: int | None
+    intermediate: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+def parse_report(messages: tuple[str, ...]) -> Report | None:
+    """The first termination message that is a kubetune report; None if there is none.
+
+    Tolerant by design: NaN/Infinity (Python's json writes them) and "nan" strings.
+    """
+    for text in messages:
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            continue
+        if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), dict):
+            continue
+        metrics = {str(k): v for k, v in ((k, _number(v)) for k, v in doc["metrics"].items())
+                   if v is not None}  # fmt: skip
+        inter: dict[str, list[tuple[int, float]]] = {}
+        for name, pairs in (doc.get("intermediate") or {}).items():
+            parsed = []
+            for pair in pairs if isinstance(pairs, list) else []:
+                if isinstance(pair, list) and len(pair) == 2:
+                    v = _number(pair[1])
+                    if v is not None:
+                        parsed.append((int(pair[0]), v))
+            inter[str(name)] = parsed
+        step = doc.get("step")
+        return Report(metrics, int(step) if isinstance(step, int | float) else None, inter)
+    return None
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    return None
+
+
+def finite(v: float) -> bool:
+    return not (math.isnan(v) or math.isinf(v))
+
+
+@dataclass
+class TrialStatus:
+    phase: str = "Pending"
+    reason: str | None = None
+    message: str | None = None
+    value: float | None = None
+    values: list[float] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    intermediate: list[tuple[int, float]] = field(default_factory=list)
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    gpus: int = 0
+    gpu_seconds: float = 0.0
+    job_name: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL
+
+    @property
+    def last_step(self) -> int | None:
+        return self.intermediate[-1][0] if self.intermediate else None
+
+    def to_k8s(self) -> dict[str, Any]:
+        """The status subresource body. NaN cannot be stored: it is left out (reason says why)."""
+        out: dict[str, Any] = {"phase": self.phase, "gpus": self.gpus,
+                               "gpuSeconds": round(self.gpu_seconds, 3)}  # fmt: skip
+        for key, val in (("reason", self.reason), ("message", self.message),
+                         ("jobName", self.job_name)):  # fmt: skip
+            if val:
+                out[key] = val
+        if self.value is not None and finite(self.value):
+            out["value"] = self.value
+        if self.values and all(finite(v) for v in self.values):
+            out["values"] = self.values
+        finite_metrics = {k: v for k, v in self.metrics.items() if finite(v)}
+        if finite_metrics:
+            out["metrics"] = finite_metrics
+        if self.intermediate:
+            out["intermediate"] = [{"step": s, "value": v} for s, v in self.intermediate
+                                   if finite(v)]  # fmt: skip
+            out["lastStep"] = self.intermediate[-1][0]
+        if self.start_time:
+            out["startTime"] = _ts(self.start_time)
+        if self.completion_time:
+            out["completionTime"] = _ts(self.completion_time)
+        return out
+
+    @classmethod
+    def from_k8s(cls, status: dict[str, Any] | None) -> TrialStatus:
+        s = status or {}
+        return cls(
+            phase=s.get("phase") or "Pending",
+            reason=s.get("reason"),
+            message=s.get("message"),
+            value=s.get("value"),
+            values=s.get("values"),
+            metrics=dict(s.get("metrics") or {}),
+            intermediate=[(int(p["step"]), float(p["value"])) for p in s.get("intermediate") or []],
+            start_time=_parse_ts(s.get("startTime")),
+            completion_time=_parse_ts(s.get("completionTime")),
+            gpus=int(s.get("gpus") or 0),
+            gpu_seconds=float(s.get("gpuSeconds") or 0.0),
+            job_name=s.get("jobName"),
+        )
+
+
+def _ts(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_ts(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def merge_intermediate(*series: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """Union by step, later sources winning; sorted by step."""
+    by_step: dict[int, float] = {}
+    for s in series:
+        for step, value in s:
+            by_step[step] = value
+    return sorted(by_step.items())
+
+
+def observe(
+    current: TrialStatus,
+    *,
+    job_name: str,
+    job: JobObservation,
+    pods: list[PodObservation],
+    objectives: list[str],
+    gpus: int,
+    scraped: list[tuple[int, float]],
+    now: datetime,
+) -> TrialStatus:
+    """The Trial's next status from what the cluster shows now."""
+    st = TrialStatus(**{**current.__dict__})
+    st.gpus = gpus
+    st.job_name = job_name if job.exists else st.job_name
+    st.intermediate = merge_intermediate(st.intermediate, scraped)
+    if st.terminal:
+        return st
+    if not job.exists or not pods:
+        if job.failed_reason:
+            return _fail(st, "JobFailed", f"{job.failed_reason}: {job.failed_message or ''}", now)
+        return st
+
+    started = [p.started for p in pods if p.started]
+    if started and st.start_time is None:
+        st.start_time = min(started)
+    running = [p for p in pods if p.phase == "Running" and not p.deleting]
+    succeeded = [p for p in pods if p.phase == "Succeeded"]
+    failed = [p for p in pods if p.phase == "Failed"]
+
+    if succeeded:
+        pod = succeeded[-1]
+        return _finish_from_report(st, pod, objectives, now)
+    if failed and (len(failed) > job.backoff_limit or job.failed_reason):
+        pod = failed[-1]
+        report = parse_report(pod.termination_messages)
+        if report and _diverged(report, objectives):
+            return _diverge(st, report, objectives, pod, now)
+        tail = next((m for m in pod.termination_messages if m), "")
+        return _fail(st, "Error", f"exit code {pod.exit_code}: {tail[-400:]}".strip(), now, pod)
+    if running:
+        st.phase = "Running"
+        st.gpu_seconds = _gpu_seconds(st, now)
+    return st
+
+
+def _diverged(report: Report, objectives: list[str]) -> bool:
+    return any(o in report.metrics and not finite(report.metrics[o]) for o in objectives)
+
+
+def _finish_from_report(
+    st: TrialStatus, pod: PodObservation, objectives: list[str], now: datetime
+) -> TrialStatus:
+    report = parse_report(pod.termination_messages)
+    if report is not None:
+        st.metrics = dict(report.metrics)
+        st.intermediate = merge_intermediate(
+            st.intermediate, report.intermediate.get(objectives[0], [])
+        )
+    values: list[float] = []
+    for o in objectives:
+        if report is not None and o in report.metrics:
+            values.append(report.metrics[o])
+        elif o == objectives[0] and st.intermediate:
+            values.append(st.intermediate[-1][1])  # scraped only: the last value seen
+        else:
+            got = ", ".join(sorted(report.metrics)) if report else "no kubetune report"
+            return _fail(st, "MetricsMissing",
+                         f"the trial succeeded without reporting {o!r} (reported: {got})",
+                         now, pod)  # fmt: skip
+    if not all(finite(v) for v in values):
+        assert report is not None
+        return _diverge(st, report, objectives, pod, now)
+    st.phase = "Completed"
+    st.reason = None
+    st.value = values[0]
+    st.values = values if len(values) > 1 else None
+    return _ended(st, pod, now)
+
+
+def _diverge(
+    st: TrialStatus, report: Report, objectives: list[str], pod: PodObservation, now: datetime
+) -> TrialStatus:
+    st.metrics = dict(report.metrics)
+    bad = [o for o in objectives if o in report.metrics and not finite(report.metrics[o])]
+    return _fail(st, "Diverged", f"{', '.join(bad)} is not finite (NaN or infinite)", now, pod)
+
+
+def _fail(
+    st: TrialStatus, reason: str, message: str, now: datetime, pod: PodObservation | None = None
+) -> TrialStatus:
+    st.phase = "Failed"
+    st.reason = reason
+    st.message = message
+    return _ended(st, pod, now)
+
+
+def _ended(st: TrialStatus, pod: PodObservation | None, now: datetime) -> TrialStatus:
+    st.completion_time = (pod.finished if pod and pod.finished else None) or now
+    st.gpu_seconds = _gpu_seconds(st, st.completion_time)
+    return st
+
+
+def _gpu_seconds(st: TrialStatus, until: datetime) -> float:
+    if st.start_time is None:
+        return 0.0
+    return max(0.0, (until - st.start_time).total_seconds()) * st.gpus
+
+
+def stopped(st: TrialStatus, phase: str, reason: str, message: str, now: datetime) -> TrialStatus:
+    """The operator ended the trial (pruned, study deadline, study failed)."""
+    out = TrialStatus(**{**st.__dict__})
+    out.phase = phase
+    out.reason = reason
+    out.message = message
+    return _ended(out, None, now)

@@ -1,0 +1,315 @@
+"""Level-triggered reconciliation of one Study: observe -> plan -> act.
+
+The same code runs for every trigger (Study created or changed, operator start,
+the periodic timer, a trial pod changing), so there is one path to get right.
+Triggers for one Study coalesce: while a pass runs, further triggers only mark
+it dirty, and one more pass follows. Blocking work (API calls, Optuna's ask,
+Prometheus) runs in threads, so a slow sampler never stalls other Studies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from kubetune import lifecycle, render
+from kubetune.adapters.kube import Kube, Observed
+from kubetune.adapters.prom import Prometheus, PrometheusError
+from kubetune.adapters.sampling import StudyModel
+from kubetune.lifecycle import JobObservation, PodObservation, TrialStatus
+from kubetune.plan import CreateTrials, EnsureJob, Plan, StopTrial, TrialView, invalid, plan
+from kubetune.spec import SpecError, StudySpec, parse
+
+log = logging.getLogger("kubetune.reconcile")
+T = TypeVar("T")
+Key = tuple[str, str]
+# Rewriting a running trial's GPU-seconds on every pass is churn; this much change is news.
+GPU_SECONDS_RESOLUTION = 60.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    prometheus_url: str | None = None
+    metrics_port: int = render.DEFAULT_METRICS_PORT
+    stop_grace_seconds: int = 30
+
+
+def _ts(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def pod_observation(pod: dict[str, Any]) -> PodObservation:
+    status = pod.get("status") or {}
+    started = _ts(status.get("startTime"))
+    finished: datetime | None = None
+    exit_code = None
+    messages = []
+    for cs in status.get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated")
+        running = (cs.get("state") or {}).get("running")
+        if running and running.get("startedAt"):
+            started = started or _ts(running["startedAt"])
+        if term:
+            messages.append(term.get("message") or "")
+            if exit_code is None or term.get("exitCode"):
+                exit_code = term.get("exitCode")
+            done = _ts(term.get("finishedAt"))
+            if done and (finished is None or done > finished):
+                finished = done
+    return PodObservation(
+        name=pod["metadata"]["name"],
+        phase=status.get("phase") or "Pending",
+        started=started,
+        finished=finished,
+        exit_code=exit_code,
+        termination_messages=tuple(messages),
+        deleting=bool(pod["metadata"].get("deletionTimestamp")),
+    )
+
+
+def job_observation(job: dict[str, Any] | None) -> JobObservation:
+    if job is None:
+        return JobObservation(exists=False)
+    failed = next(
+        (c for c in (job.get("status") or {}).get("conditions") or []
+         if c.get("type") == "Failed" and c.get("status") == "True"),
+        None,
+    )  # fmt: skip
+    return JobObservation(
+        exists=True,
+        backoff_limit=int((job.get("spec") or {}).get("backoffLimit") or 0),
+        failed_reason=failed.get("reason") if failed else None,
+        failed_message=failed.get("message") if failed else None,
+    )
+
+
+def _study_changed(current: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether the Study's status needs writing.
+
+    GPU-hours of running trials grow with every pass; writing each small increase
+    would trigger the next pass through the Study's own watch event, forever.
+    """
+
+    def strip(status: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        s = {k: status.get(k) for k in new}
+        budget = dict(s.get("budget") or {})
+        used = float(budget.pop("gpuHoursUsed", 0.0) or 0.0)
+        s["budget"] = budget
+        return s, used
+
+    a, used_a = strip(current)
+    b, used_b = strip(new)
+    return a != b or abs(used_a - used_b) * 3600 >= GPU_SECONDS_RESOLUTION
+
+
+def _significant(a: TrialStatus, b: TrialStatus) -> bool:
+    """Whether writing `b` over `a` tells anyone something new."""
+    da, db = a.to_k8s(), b.to_k8s()
+    ga, gb = da.pop("gpuSeconds", 0.0), db.pop("gpuSeconds", 0.0)
+    return da != db or abs(ga - gb) >= GPU_SECONDS_RESOLUTION
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, settings: Settings) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.prom = Prometheus(settings.prometheus_url) if settings.prometheus_url else None
+        self.models: dict[str, StudyModel] = {}  # by Study uid
+        self.running: set[Key] = set()
+        self.dirty: set[Key] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kubetune")
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    # -- triggers ------------------------------------------------------------------------
+
+    def trigger(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        if key in self.running:
+            self.dirty.add(key)
+            return
+        self.running.add(key)
+        task = asyncio.get_running_loop().create_task(self._loop(key))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _loop(self, key: Key) -> None:
+        try:
+            while True:
+                self.dirty.discard(key)
+                try:
+                    again = await self.reconcile(*key)
+                except Exception:
+                    log.exception("reconcile of study %s/%s failed; retrying on the next trigger",
+                                  *key)  # fmt: skip
+                    again = False
+                if again:
+                    self.dirty.add(key)
+                if key not in self.dirty:
+                    break
+        finally:
+            self.running.discard(key)
+
+    def forget(self, uid: str) -> None:
+        self.models.pop(uid, None)
+
+    # -- one pass --------------------------------------------------------------------------
+
+    async def reconcile(self, namespace: str, name: str) -> bool:
+        """One pass; returns True if another pass should follow at once."""
+        obs = await self._io(self.kube.observe, namespace, name)
+        if obs is None:
+            return False
+        study = obs.study
+        uid = study["metadata"]["uid"]
+        generation = int(study["metadata"].get("generation") or 0)
+        status = study.get("status") or {}
+        now = datetime.now(UTC)
+        try:
+            spec = parse(study.get("spec") or {})
+            views = await self._observe_trials(spec, obs, now)
+            model = await self._model(uid, spec, views)
+        except SpecError as e:
+            self.forget(uid)
+            await self._write_study(obs, status, invalid(status, str(e), generation, now))
+            return False
+        await self._io(model.sync, views)
+        result = plan(spec, views, status, generation, now)
+        result.status["sampler"] = {"name": spec.sampler.name, "learnedTrials": model.learned()}
+        again = await self._act(spec, obs, model, views, result, now)
+        await self._write_study(obs, status, result)
+        return again
+
+    async def _model(self, uid: str, spec: StudySpec, views: list[TrialView]) -> StudyModel:
+        model = self.models.get(uid)
+        if model is None:
+            model = await self._io(StudyModel.rebuild, spec, views)
+            self.models[uid] = model
+            log.info("rebuilt the Optuna study of %s from %d trials", uid, len(views))
+        return model
+
+    async def _observe_trials(
+        self, spec: StudySpec, obs: Observed, now: datetime
+    ) -> list[TrialView]:
+        views = []
+        objectives = [o.metric for o in spec.all_objectives]
+        gpus = render.gpus_requested(spec.trial_template)
+        for trial in obs.trials:
+            name = trial["metadata"]["name"]
+            current = TrialStatus.from_k8s(trial.get("status"))
+            pods = [pod_observation(p) for p in obs.pods.get(name, [])]
+            scraped: list[tuple[int, float]] = []
+            started = current.start_time or min((p.started for p in pods if p.started), default=None)
+            if self.prom and not current.terminal and started is not None:
+                try:
+                    scraped = await self._io(self.prom.intermediate, obs.study["metadata"]["namespace"],
+                                             name, objectives[0], started, now)  # fmt: skip
+                except PrometheusError as e:
+                    log.warning("%s", e)
+            new = lifecycle.observe(
+                current, job_name=name, job=job_observation(obs.jobs.get(name)), pods=pods,
+                objectives=objectives, gpus=gpus, scraped=scraped, now=now,
+            )  # fmt: skip
+            if _significant(current, new):
+                await self._io(self.kube.patch_status, "Trial", trial["metadata"]["namespace"],
+                               name, new.to_k8s())  # fmt: skip
+                if new.phase != current.phase and new.terminal:
+                    await self._trial_event(obs.study, name, new)
+            views.append(TrialView(name=name, uid=trial["metadata"]["uid"],
+                                   number=int(trial["spec"]["number"]),
+                                   params=dict(trial["spec"].get("params") or {}),
+                                   status=new, has_job=name in obs.jobs))  # fmt: skip
+        return views
+
+    async def _trial_event(self, study: dict[str, Any], name: str, st: TrialStatus) -> None:
+        if st.phase == "Completed":
+            await self._io(self.kube.event, study, "Normal", "TrialCompleted",
+                           f"{name} completed with value {st.value}")  # fmt: skip
+        elif st.phase == "Pruned":
+            await self._io(self.kube.event, study, "Normal", "TrialPruned",
+                           f"{name} pruned at step {st.last_step}")  # fmt: skip
+        else:
+            await self._io(self.kube.event, study, "Warning", "TrialFailed",
+                           f"{name} failed ({st.reason}): {st.message}")  # fmt: skip
+
+    async def _act(
+        self, spec: StudySpec, obs: Observed, model: StudyModel, views: list[TrialView],
+        result: Plan, now: datetime,
+    ) -> bool:  # fmt: skip
+        study = obs.study
+        meta = study["metadata"]
+        owner = render.Owner(kind="Study", name=meta["name"], uid=meta["uid"])
+        again = False
+        by_name = {v.name: v for v in views}
+        for action in result.actions:
+            if isinstance(action, CreateTrials):
+                again |= await self._create_trials(spec, study, owner, model, views, action.count)
+            elif isinstance(action, EnsureJob):
+                view = by_name[action.trial]
+                trial_owner = render.Owner(kind="Trial", name=view.name, uid=view.uid)
+                ident = render.TrialIdentity(meta["namespace"], meta["name"], view.number,
+                                             _seed(spec, view.number))  # fmt: skip
+                job = render.render_job(spec, ident, view.params, trial_owner,
+                                        self.settings.metrics_port)  # fmt: skip
+                await self._io(self.kube.create, job)
+            elif isinstance(action, StopTrial):
+                view = by_name[action.trial]
+                stopped = lifecycle.stopped(view.status, action.phase, action.reason,
+                                            action.message, now)  # fmt: skip
+                await self._io(self.kube.patch_status, "Trial", meta["namespace"], view.name,
+                               stopped.to_k8s())  # fmt: skip
+                await self._io(self.kube.delete_job, meta["namespace"], view.name,
+                               self.settings.stop_grace_seconds)  # fmt: skip
+                again = True
+        return again
+
+    async def _create_trials(
+        self, spec: StudySpec, study: dict[str, Any], owner: render.Owner, model: StudyModel,
+        views: list[TrialView], count: int,
+    ) -> bool:  # fmt: skip
+        meta = study["metadata"]
+        asked = await self._io(model.ask, count)
+        number = max((v.number for v in views), default=-1) + 1
+        for trial, params in asked:
+            ident = render.TrialIdentity(meta["namespace"], meta["name"], number,
+                                         _seed(spec, number))  # fmt: skip
+            body = render.render_trial(ident, params, owner)
+            try:
+                created = await self._io(self.kube.create, body)
+            except Exception:
+                # The Optuna study now holds a trial no Trial object backs: rebuild it.
+                self.forget(meta["uid"])
+                raise
+            if created is None:
+                # Someone created it before us (another pass or operator): start afresh.
+                self.forget(meta["uid"])
+                return True
+            model.adopt(number, trial)
+            trial_owner = render.Owner(kind="Trial", name=ident.name,
+                                       uid=created["metadata"]["uid"])  # fmt: skip
+            job = render.render_job(spec, ident, params, trial_owner, self.settings.metrics_port)
+            await self._io(self.kube.create, job)
+            await self._io(self.kube.event, study, "Normal", "TrialCreated",
+                           f"{ident.name}: {params}")  # fmt: skip
+            number += 1
+        return True
+
+    async def _write_study(self, obs: Observed, current: dict[str, Any], result: Plan) -> None:
+        meta = obs.study["metadata"]
+        if _study_changed(current, result.status):
+            await self._io(self.kube.patch_status, "Study", meta["namespace"], meta["name"],
+                           result.status)  # fmt: skip
+        for kind, reason, message in result.events:
+            await self._io(self.kube.event, obs.study, kind, reason, message)
+
+
+def _seed(spec: StudySpec, number: int) -> int:
+    """A trial's seed: distinct per trial, reproducible for a seeded Study."""
+    return ((spec.sampler.seed or 0) * 1_000_003 + number) % (2**31)

@@ -1,0 +1,198 @@
+"""Render a trial's Job from the Study's trialTemplate (pure: no I/O).
+
+Placeholders are replaced in strings as data: a parameter value never passes
+through a shell, so `--lr=${params.lr}` becomes one argv element `--lr=0.01`
+whatever the value holds. The operator adds the trial environment, labels and
+owner references; it never overrides what the user's template set explicitly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kubetune.space import render_value
+from kubetune.spec import PLACEHOLDER, StudySpec
+
+GROUP = "kubetune.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+LABEL_STUDY = f"{GROUP}/study"
+LABEL_TRIAL = f"{GROUP}/trial"
+LABEL_NUMBER = f"{GROUP}/trial-number"
+LABEL_SCRAPE = f"{GROUP}/scrape"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "kubetune"}
+DEFAULT_METRICS_PORT = 9090
+# Job and pod names become label values (job-name), which are limited to 63 characters.
+MAX_STUDY_NAME = 52
+
+
+def trial_name(study: str, number: int) -> str:
+    """Deterministic: re-running any step finds the same Trial and Job."""
+    return f"{study}-{number}"
+
+
+@dataclass(frozen=True)
+class Owner:
+    kind: str
+    name: str
+    uid: str
+    api_version: str = API_VERSION
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True)
+class TrialIdentity:
+    namespace: str
+    study: str
+    number: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return trial_name(self.study, self.number)
+
+
+def labels(ident: TrialIdentity) -> dict[str, str]:
+    return {
+        LABEL_STUDY: ident.study,
+        LABEL_TRIAL: ident.name,
+        LABEL_NUMBER: str(ident.number),
+        **MANAGED_BY,
+    }
+
+
+def substitute(obj: Any, values: dict[str, str]) -> Any:
+    """Replace ${kind.field} in every string of a JSON-like tree."""
+    if isinstance(obj, str):
+        return PLACEHOLDER.sub(lambda m: values.get(f"{m.group(1)}.{m.group(2)}", m.group(0)), obj)
+    if isinstance(obj, dict):
+        return {k: substitute(v, values) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [substitute(v, values) for v in obj]
+    return obj
+
+
+def placeholder_values(
+    spec: StudySpec, ident: TrialIdentity, params: dict[str, Any]
+) -> dict[str, str]:
+    values = {f"params.{p.name}": render_value(params.get(p.name)) for p in spec.parameters}
+    values.update({
+        "trial.name": ident.name,
+        "trial.number": str(ident.number),
+        "trial.seed": str(ident.seed),
+        "study.name": ident.study,
+        "study.namespace": ident.namespace,
+    })
+    return values
+
+
+def trial_env(
+    spec: StudySpec, ident: TrialIdentity, params: dict[str, Any], metrics_port: int
+) -> list[dict[str, Any]]:
+    """The trial contract's inputs (see kubetune.trial)."""
+    return [
+        {"name": "KUBETUNE_PARAMS", "value": json.dumps(params, sort_keys=True)},
+        {"name": "KUBETUNE_TRIAL_NAME", "value": ident.name},
+        {"name": "KUBETUNE_TRIAL_NUMBER", "value": str(ident.number)},
+        {"name": "KUBETUNE_TRIAL_SEED", "value": str(ident.seed)},
+        {"name": "KUBETUNE_STUDY_NAME", "value": ident.study},
+        {"name": "KUBETUNE_NAMESPACE", "value": ident.namespace},
+        {"name": "KUBETUNE_OBJECTIVE", "value": spec.primary.metric},
+        {"name": "KUBETUNE_METRICS_PORT", "value": str(metrics_port)},
+        # Bind the metrics server to the pod's own IP.
+        {
+            "name": "KUBETUNE_METRICS_ADDR",
+            "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+        },
+    ]
+
+
+def render_job(
+    spec: StudySpec,
+    ident: TrialIdentity,
+    params: dict[str, Any],
+    owner: Owner,
+    metrics_port: int = DEFAULT_METRICS_PORT,
+) -> dict[str, Any]:
+    """The batch/v1 Job of one trial."""
+    job_spec: dict[str, Any] = substitute(
+        copy.deepcopy(spec.trial_template), placeholder_values(spec, ident, params)
+    )
+    # One pod per trial: a retried pod would report a second, different result.
+    job_spec.setdefault("backoffLimit", 0)
+    template = job_spec.setdefault("template", {})
+    meta = template.setdefault("metadata", {})
+    meta["labels"] = {**(meta.get("labels") or {}), **labels(ident), LABEL_SCRAPE: "true"}
+    meta["annotations"] = {
+        **(meta.get("annotations") or {}),
+        "prometheus.io/port": str(metrics_port),
+    }
+    pod = template.setdefault("spec", {})
+    pod.setdefault("restartPolicy", "Never")
+    env = trial_env(spec, ident, params, metrics_port)
+    for container in pod.get("containers") or []:
+        own = {e.get("name") for e in container.get("env") or []}
+        container["env"] = [e for e in env if e["name"] not in own] + list(
+            container.get("env") or []
+        )
+        path = container.get("terminationMessagePath")
+        if path and "KUBETUNE_TERMINATION_LOG" not in own:
+            container["env"].append({"name": "KUBETUNE_TERMINATION_LOG", "value": path})
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": ident.name,
+            "namespace": ident.namespace,
+            "labels": labels(ident),
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": job_spec,
+    }
+
+
+def render_trial(
+    ident: TrialIdentity, params: dict[str, Any], owner: Owner, source: str = "sampler"
+) -> dict[str, Any]:
+    """The Trial object (owned by its Study)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Trial",
+        "metadata": {
+            "name": ident.name,
+            "namespace": ident.namespace,
+            "labels": labels(ident),
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "study": ident.study,
+            "number": ident.number,
+            "params": params,
+            "seed": ident.seed,
+            "source": source,
+        },
+    }
+
+
+def gpus_requested(job_spec: dict[str, Any]) -> int:
+    """GPUs the trial's pod asks for (limits, else requests), summed over containers."""
+    total = 0
+    for c in (job_spec.get("template") or {}).get("spec", {}).get("containers") or []:
+        res = c.get("resources") or {}
+        value = (res.get("limits") or {}).get("nvidia.com/gpu") or (res.get("requests") or {}).get(
+            "nvidia.com/gpu"
+        )
+        total += int(value or 0)
+    return total

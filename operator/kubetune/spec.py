@@ -1,0 +1,278 @@
+"""The Study spec as typed models, and the checks the CRD schema cannot express.
+
+The CRD (schema + CEL) rejects most bad input at `kubectl apply`. What it cannot
+check (references between fields, template placeholders) is checked here, and a
+failure becomes the Study's `Invalid` condition with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+Choice = str | bool | int | float
+PLACEHOLDER = re.compile(r"\$\{([a-zA-Z]+)\.([A-Za-z_][A-Za-z0-9_]*)\}")
+TRIAL_FIELDS = {"name", "number", "seed"}
+STUDY_FIELDS = {"name", "namespace"}
+
+
+class SpecError(ValueError):
+    """An invalid Study spec; the message names the field and says what to change."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class Objective(_Model):
+    metric: str
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
+
+
+class FloatRange(_Model):
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatRange:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be less than high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("low must be positive when log is true")
+        if self.step is not None and (self.step <= 0 or self.log):
+            raise ValueError("step must be positive and cannot be combined with log")
+        return self
+
+
+class IntRange(_Model):
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> IntRange:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be less than high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("low must be positive when log is true")
+        if self.step < 1 or (self.log and self.step != 1):
+            raise ValueError("step must be >= 1, and 1 when log is true")
+        return self
+
+
+class Categorical(_Model):
+    choices: Annotated[list[Choice], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _check(self) -> Categorical:
+        if len({(type(c), c) for c in self.choices}) != len(self.choices):
+            raise ValueError("choices must be distinct")
+        return self
+
+
+class When(_Model):
+    parameter: str
+    in_: Annotated[list[Choice], Field(alias="in", min_length=1)]
+
+
+class Parameter(_Model):
+    name: str
+    float: FloatRange | None = None
+    int: IntRange | None = None
+    categorical: Categorical | None = None
+    when: When | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Parameter:
+        kinds = [k for k in ("float", "int", "categorical") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("needs exactly one of float, int or categorical")
+        return self
+
+
+class StartupSampler(_Model):
+    name: Literal["random", "qmc", "grid"] = "qmc"
+    trials: Annotated[int, Field(ge=1)] = 10
+
+
+class Sampler(_Model):
+    name: Literal["tpe", "gp", "cmaes", "random", "grid", "qmc", "nsga2"] = "tpe"
+    seed: int | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    startup: StartupSampler | None = None
+
+
+class Pruner(_Model):
+    name: Literal[
+        "none", "median", "percentile", "successive-halving", "hyperband", "patient", "threshold"
+    ] = "none"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float:
+    """'1h30m' -> 5400.0 seconds (the Go duration units Kubernetes users know)."""
+    if not re.fullmatch(r"(\d+(?:\.\d+)?(ms|s|m|h))+", text):
+        raise ValueError(f"{text!r} is not a duration like 90m, 6h or 1h30m")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    return sum(float(n) * scale[u] for n, u in DURATION.findall(text))
+
+
+class Budget(_Model):
+    max_trials: Annotated[int, Field(ge=1)]
+    parallelism: Annotated[int, Field(ge=1)] = 1
+    max_failed_trials: Annotated[int, Field(ge=0)] | None = None
+    gpu_hours: Annotated[float, Field(gt=0)] | None = None
+    timeout: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Budget:
+        if self.parallelism > self.max_trials:
+            raise ValueError("parallelism must not exceed maxTrials")
+        if self.timeout is not None:
+            parse_duration(self.timeout)
+        return self
+
+    @property
+    def timeout_seconds(self) -> float | None:
+        return parse_duration(self.timeout) if self.timeout else None
+
+
+class StudySpec(_Model):
+    # The API's other fields are added by later features; unknown ones are kept, not rejected,
+    # so an older operator does not refuse a newer Study outright.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    objective: Objective | None = None
+    objectives: list[Objective] | None = None
+    parameters: Annotated[list[Parameter], Field(min_length=1)]
+    sampler: Sampler = Field(default_factory=Sampler)
+    pruner: Pruner = Field(default_factory=Pruner)
+    budget: Budget
+    trial_template: dict[str, Any]
+
+    @property
+    def all_objectives(self) -> list[Objective]:
+        if self.objectives:
+            return list(self.objectives)
+        assert self.objective is not None
+        return [self.objective]
+
+    @property
+    def primary(self) -> Objective:
+        return self.all_objectives[0]
+
+    def parameter(self, name: str) -> Parameter:
+        return next(p for p in self.parameters if p.name == name)
+
+
+def _loc(loc: tuple[str | int, ...]) -> str:
+    out = "spec"
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("float", "int", "str", "bool") and re.search(r"\.(choices|in)\[\d+\]$", out):
+            continue  # pydantic's label for a branch of the Choice union: noise for a user
+        else:
+            out += f".{to_camel(part) if '_' in part else part}"
+    return out
+
+
+def parse(spec: dict[str, Any]) -> StudySpec:
+    """Parse and check a Study's spec; raise SpecError naming every bad field."""
+    try:
+        model = StudySpec.model_validate(spec)
+    except ValidationError as e:
+        problems = [f"{_loc(err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+                    for err in e.errors()]  # fmt: skip
+        raise SpecError("; ".join(problems)) from None
+    _check_cross_references(model)
+    return model
+
+
+def _check_cross_references(spec: StudySpec) -> None:
+    if (spec.objective is None) == (not spec.objectives):
+        raise SpecError("spec: set exactly one of objective or objectives")
+    metrics = [o.metric for o in spec.all_objectives]
+    if len(set(metrics)) != len(metrics):
+        raise SpecError("spec.objectives: each metric may appear once")
+    seen: dict[str, Parameter] = {}
+    for i, p in enumerate(spec.parameters):
+        if p.name in seen:
+            raise SpecError(f"spec.parameters[{i}].name: {p.name!r} is listed twice")
+        if p.when is not None:
+            parent = seen.get(p.when.parameter)
+            if parent is None:
+                raise SpecError(
+                    f"spec.parameters[{i}].when.parameter: {p.when.parameter!r} must name a "
+                    "parameter listed before this one"
+                )
+            if parent.categorical is not None:
+                bad = [v for v in p.when.in_ if v not in parent.categorical.choices]
+                if bad:
+                    raise SpecError(
+                        f"spec.parameters[{i}].when.in: {bad} are not choices of {parent.name!r}"
+                    )
+        seen[p.name] = p
+    multi = len(spec.all_objectives) > 1
+    if multi and spec.sampler.name in ("gp", "cmaes"):
+        raise SpecError(f"spec.sampler.name: {spec.sampler.name} supports one objective only")
+    if multi and spec.pruner.name != "none":
+        raise SpecError("spec.pruner: pruning needs a single objective")
+    _check_template(spec)
+
+
+def _check_template(spec: StudySpec) -> None:
+    tpl = spec.trial_template
+    containers = (tpl.get("template") or {}).get("spec", {}).get("containers")
+    if not isinstance(containers, list) or not containers:
+        raise SpecError("spec.trialTemplate.template.spec.containers: list at least one container")
+    for i, c in enumerate(containers):
+        if not isinstance(c, dict) or not c.get("name") or not c.get("image"):
+            raise SpecError(
+                f"spec.trialTemplate.template.spec.containers[{i}]: needs a name and an image"
+            )
+    restart = tpl["template"]["spec"].get("restartPolicy", "Never")
+    if restart not in ("Never", "OnFailure"):
+        raise SpecError(
+            "spec.trialTemplate.template.spec.restartPolicy: a Job's pods need Never or OnFailure"
+        )
+    names = {p.name for p in spec.parameters}
+    for kind, field in placeholders(tpl):
+        if kind == "params" and field not in names:
+            raise SpecError(
+                f"spec.trialTemplate: ${{params.{field}}} names no parameter "
+                f"(parameters: {', '.join(sorted(names))})"
+            )
+        if (kind == "trial" and field not in TRIAL_FIELDS) or (
+            kind == "study" and field not in STUDY_FIELDS
+        ):
+            raise SpecError(f"spec.trialTemplate: unknown placeholder ${{{kind}.{field}}}")
+        if kind not in ("params", "trial", "study"):
+            raise SpecError(f"spec.trialTemplate: unknown placeholder ${{{kind}.{field}}}")
+
+
+def placeholders(obj: Any) -> set[tuple[str, str]]:
+    """Every ${kind.field} used anywhere in a JSON-like tree."""
+    found: set[tuple[str, str]] = set()
+    if isinstance(obj, str):
+        found.update(PLACEHOLDER.findall(obj))
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            found |= placeholders(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            found |= placeholders(v)
+    return found

@@ -1,0 +1,188 @@
+"""A Study applied with kubectl runs to its end on the real local cluster."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from kubetune.space import render_value
+from tests.conftest import Cluster, wait_for
+from tests.e2e.conftest import Operator, Studies, digits_study, script_study
+
+
+def _t(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def max_concurrent(trials: list[dict[str, Any]]) -> int:
+    """Most trials running at one instant, from their start and completion times.
+
+    Times have one-second resolution; intervals are half-open, so a trial that
+    started in the second another one ended did not overlap it.
+    """
+    points = []
+    for t in trials:
+        st = t["status"]
+        points += [(_t(st["startTime"]), 1), (_t(st["completionTime"]), -1)]
+    running = peak = 0
+    for _, delta in sorted(points, key=lambda p: (p[0], p[1])):
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+def test_study_runs_to_success(
+    operator: Operator, studies: Studies, cluster: Cluster, namespace: str
+) -> None:
+    result = studies.apply(digits_study("digits", max_trials=6, parallelism=2))
+    assert result.returncode == 0, result.stderr
+    status = studies.wait_phase("digits", "Succeeded", "Failed")
+    assert status["phase"] == "Succeeded", (status, operator.log_tail())
+    trials = studies.trials("digits")
+    assert [t["spec"]["number"] for t in trials] == list(range(6))
+    assert all(t["status"]["phase"] == "Completed" for t in trials)
+    assert max_concurrent(trials) <= 2
+    assert status["trials"]["completed"] == 6
+    assert status["budget"]["trialsUsed"] == 6
+    assert status["sampler"]["learnedTrials"] == 6
+    assert status["budget"]["exhaustedBy"] == "maxTrials"
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Completed"]["status"] == "True"
+    assert conditions["Completed"]["observedGeneration"] == 1
+    # The best trial in status is the best of the Trials' values.
+    best = max(trials, key=lambda t: t["status"]["value"])
+    assert status["bestTrial"]["name"] == best["metadata"]["name"]
+    assert status["bestTrial"]["value"] == best["status"]["value"]
+    assert status["bestTrial"]["params"] == best["spec"]["params"]
+    assert 0.5 < best["status"]["value"] <= 1.0
+    for t in trials:
+        name, params = t["metadata"]["name"], t["spec"]["params"]
+        job = cluster.batch.read_namespaced_job(name, namespace)
+        args = job.spec.template.spec.containers[0].args
+        # Each Job's args hold that Trial's own parameter values, as data.
+        assert f"--lr={render_value(params['lr'])}" in args
+        assert f"--layers={params['layers']}" in args
+        expected = f"--momentum={render_value(params.get('momentum'))}"
+        assert expected in args, "an inactive conditional parameter renders empty"
+        assert job.metadata.owner_references[0].kind == "Trial"
+        assert t["metadata"]["ownerReferences"][0]["kind"] == "Study"
+        # Intermediate values came through (termination message and Prometheus).
+        steps = [p["step"] for p in t["status"]["intermediate"]]
+        assert steps == [1, 2, 3]
+        assert t["status"]["intermediate"][-1]["value"] == t["status"]["value"]
+    reasons = {e.reason for e in cluster.core.list_namespaced_event(namespace).items}
+    assert {"TrialCreated", "TrialCompleted", "StudySucceeded"} <= reasons
+
+
+def test_operator_killed_mid_study_loses_nothing(
+    operator: Operator, studies: Studies, cluster: Cluster, namespace: str
+) -> None:
+    studies.apply(digits_study("restart", max_trials=8, parallelism=3, epochs=6))
+
+    def three_running() -> tuple[bool, Any]:
+        phases = [(t.get("status") or {}).get("phase") for t in studies.trials("restart")]
+        return phases.count("Running") >= 2 and len(phases) >= 3, phases
+
+    wait_for(three_running, 60, "trials running")
+    operator.kill()  # SIGKILL: no chance to clean up
+    before = {t["metadata"]["name"] for t in studies.trials("restart")}
+    time.sleep(2)
+    operator.start()
+    status = studies.wait_phase("restart", "Succeeded", "Failed")
+    assert status["phase"] == "Succeeded", operator.log_tail()
+    trials = studies.trials("restart")
+    names = [t["metadata"]["name"] for t in trials]
+    assert names == [f"restart-{i}" for i in range(8)], "no Trial duplicated or lost"
+    assert before <= set(names)
+    assert all(t["status"]["phase"] == "Completed" for t in trials)
+    jobs = cluster.batch.list_namespaced_job(namespace, label_selector="kubetune.dev/study=restart")
+    assert sorted(j.metadata.name for j in jobs.items) == sorted(names), "one Job per Trial"
+    pods = cluster.core.list_namespaced_pod(namespace, label_selector="kubetune.dev/study=restart")
+    assert len(pods.items) == 8, "no trial ran twice"
+    assert status["sampler"]["learnedTrials"] == 8, "the sampler's history is complete"
+    assert max_concurrent(trials) <= 3
+
+
+FAILING_TRIALS = textwrap.dedent(
+    """
+    import sys
+    from kubetune import trial
+    number = int(sys.argv[1])
+    if number == 0:
+        print("crashing on purpose"); sys.exit(3)
+    if number == 1:
+        trial.report(1, score=float("nan"))
+    if number == 2:
+        trial.report(1, other_metric=1.0)   # never reports the objective
+    if number >= 3:
+        trial.report(1, score=float(sys.argv[2]))
+    """
+)
+
+
+def test_failed_diverged_and_silent_trials_do_not_stop_the_study(
+    operator: Operator, studies: Studies
+) -> None:
+    studies.apply(script_study("faulty", FAILING_TRIALS, max_trials=5, parallelism=2))
+    status = studies.wait_phase("faulty", "Succeeded", "Failed", timeout=120)
+    assert status["phase"] == "Succeeded", operator.log_tail()
+    by_number = {t["spec"]["number"]: t["status"] for t in studies.trials("faulty")}
+    assert by_number[0]["phase"] == "Failed"
+    assert by_number[0]["reason"] == "Error"
+    assert "exit code 3" in by_number[0]["message"]
+    assert by_number[1]["phase"] == "Failed"
+    assert by_number[1]["reason"] == "Diverged"
+    assert "value" not in by_number[1]
+    assert by_number[2]["phase"] == "Failed"
+    assert by_number[2]["reason"] == "MetricsMissing"
+    assert "other_metric" in by_number[2]["message"]
+    assert by_number[3]["phase"] == by_number[4]["phase"] == "Completed"
+    assert status["trials"] == {"running": 0, "completed": 2, "pruned": 0, "failed": 3,
+                                "diverged": 1}  # fmt: skip
+    assert status["sampler"]["learnedTrials"] == 5
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "words"),
+    [
+        (lambda s: s["spec"]["parameters"][1]["float"].update(low=1.0, high=0.1),
+         "spec.parameters[1].float", "low must be less than"),
+        (lambda s: s["spec"]["sampler"].update(name="bayes"), "spec.sampler.name", "Unsupported value"),
+        (lambda s: s["spec"].update(parameters=[]), "spec.parameters", "at least 1"),
+        (lambda s: s["spec"]["budget"].update(parallelism=20), "spec.budget",
+         "parallelism must not exceed"),
+        (lambda s: s["spec"]["parameters"][1]["float"].update(low=-1.0), "spec.parameters[1].float",
+         "positive when log"),
+        (lambda s: s["spec"]["parameters"][0].update(int={"low": 1, "high": 2}),
+         "spec.parameters[0]", "exactly one of float, int or categorical"),
+    ],
+    ids=["low-above-high", "unknown-sampler", "no-parameters", "parallelism", "log-negative",
+         "two-kinds"],
+)  # fmt: skip
+def test_invalid_study_is_rejected_by_kubectl_apply(
+    studies: Studies, crds: None, mutate: Any, field: str, words: str
+) -> None:
+    study = digits_study("invalid", max_trials=4, parallelism=2)
+    mutate(study)
+    result = studies.apply(study)
+    assert result.returncode != 0
+    assert field in result.stderr, result.stderr
+    assert words in result.stderr, result.stderr
+
+
+def test_spec_errors_the_schema_cannot_see_become_a_condition(
+    operator: Operator, studies: Studies
+) -> None:
+    study = digits_study("typo", max_trials=2, parallelism=1)
+    args = study["spec"]["trialTemplate"]["template"]["spec"]["containers"][0]["args"]
+    args.append("--lr=${params.learning_rate}")
+    assert studies.apply(study).returncode == 0
+    status = studies.wait_phase("typo", "Failed", timeout=30)
+    invalid = next(c for c in status["conditions"] if c["type"] == "Invalid")
+    assert invalid["status"] == "True"
+    assert "${params.learning_rate} names no parameter" in invalid["message"]
+    assert studies.trials("typo") == []

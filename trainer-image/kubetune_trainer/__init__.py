@@ -1,0 +1,1 @@
+"""kubetune's reference PyTorch trainer: the classic knobs, reported through kubetune.trial."""
