@@ -12,12 +12,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+
 from localcluster import cluster
 from localcluster.state import Layout, repo_root
 
@@ -27,8 +27,11 @@ TIMEOUT = 30 * 60
 
 
 def kubectl(*args: str) -> None:
-    subprocess.run([str(cluster.binaries() / "kubectl"), *args], check=True,
-                   env={**os.environ, "KUBECONFIG": str(Layout().kubeconfig)})  # fmt: skip
+    subprocess.run(
+        [str(cluster.binaries() / "kubectl"), *args],
+        check=True,
+        env={**os.environ, "KUBECONFIG": str(Layout().kubeconfig)},
+    )
 
 
 def table(trials: list[dict[str, Any]]) -> str:
@@ -37,9 +40,14 @@ def table(trials: list[dict[str, Any]]) -> str:
         st = t.get("status") or {}
         value = st.get("value")
         params = " ".join(f"{k}={_fmt(v)}" for k, v in sorted(t["spec"]["params"].items()))
-        rows.append((t["metadata"]["name"], st.get("phase", "Pending") + (
-            f" ({st['reason']})" if st.get("reason") else ""),
-            f"{value:.4f}" if isinstance(value, float) else "-", params))  # fmt: skip
+        rows.append(
+            (
+                t["metadata"]["name"],
+                st.get("phase", "Pending") + (f" ({st['reason']})" if st.get("reason") else ""),
+                f"{value:.4f}" if isinstance(value, float) else "-",
+                params,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join(
         f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}" for r in rows
@@ -58,14 +66,23 @@ def main() -> int:
     try:
         info = cluster.up(layout=layout)
         kubectl("apply", "--server-side", "-f", str(repo_root() / "crds"))
-        kubectl("wait", "--for=condition=Established", "crd/studies.kubetune.dev",
-                "crd/trials.kubetune.dev")  # fmt: skip
+        kubectl(
+            "wait",
+            "--for=condition=Established",
+            "crd/studies.kubetune.dev",
+            "crd/trials.kubetune.dev",
+        )
         log = (layout.logs / "operator.log").open("ab")
         operator = subprocess.Popen(
-            [sys.executable, "-m", "kubetune"], stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(layout.kubeconfig),
-                 "KUBETUNE_PROMETHEUS_URL": info.prometheus_url},
-        )  # fmt: skip
+            [sys.executable, "-m", "kubetune"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={
+                **os.environ,
+                "KUBECONFIG": str(layout.kubeconfig),
+                "KUBETUNE_PROMETHEUS_URL": info.prometheus_url,
+            },
+        )
         print(f"demo: operator started (log: {layout.logs / 'operator.log'})", flush=True)
         api = config.new_client_from_config(str(layout.kubeconfig))
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
@@ -77,11 +94,13 @@ def main() -> int:
         study = yaml.safe_load(EXAMPLE.read_text())
         name = study["metadata"]["name"]
         try:
-            custom.delete_namespaced_custom_object("kubetune.dev", "v1alpha1", NAMESPACE,
-                                                   "studies", name)  # fmt: skip
+            custom.delete_namespaced_custom_object(
+                "kubetune.dev", "v1alpha1", NAMESPACE, "studies", name
+            )
             while True:  # a previous demo's Study: wait until it is gone
-                custom.get_namespaced_custom_object("kubetune.dev", "v1alpha1", NAMESPACE,
-                                                    "studies", name)  # fmt: skip
+                custom.get_namespaced_custom_object(
+                    "kubetune.dev", "v1alpha1", NAMESPACE, "studies", name
+                )
                 time.sleep(0.5)
         except ApiException as e:
             if e.status != 404:
@@ -91,13 +110,18 @@ def main() -> int:
         last = ""
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
-            st = custom.get_namespaced_custom_object(
-                "kubetune.dev", "v1alpha1", NAMESPACE, "studies", name
-            ).get("status") or {}
+            st = (
+                custom.get_namespaced_custom_object(
+                    "kubetune.dev", "v1alpha1", NAMESPACE, "studies", name
+                ).get("status")
+                or {}
+            )
             best = (st.get("bestTrial") or {}).get("value")
-            line = (f"phase={st.get('phase', 'Pending')} trials={st.get('progress', '-')} "
-                    f"running={(st.get('trials') or {}).get('running', 0)} "
-                    f"best={best if best is None else round(best, 4)}")  # fmt: skip
+            line = (
+                f"phase={st.get('phase', 'Pending')} trials={st.get('progress', '-')} "
+                f"running={(st.get('trials') or {}).get('running', 0)} "
+                f"best={best if best is None else round(best, 4)}"
+            )
             if line != last:
                 print(f"demo: [{time.monotonic() - t0:5.0f}s] {line}", flush=True)
                 last = line
@@ -105,17 +129,22 @@ def main() -> int:
                 break
             time.sleep(1)
         trials = custom.list_namespaced_custom_object(
-            "kubetune.dev", "v1alpha1", NAMESPACE, "trials",
+            "kubetune.dev",
+            "v1alpha1",
+            NAMESPACE,
+            "trials",
             label_selector=f"kubetune.dev/study={name}",
-        )["items"]  # fmt: skip
+        )["items"]
         print()
         print(table(trials))
         print()
         best_trial = st.get("bestTrial") or {}
         if best_trial:
             print(f"best trial: {best_trial['name']}  val_accuracy={best_trial['value']:.4f}")
-            print("  params: " + ", ".join(f"{k}={_fmt(v)}" for k, v in
-                                           sorted(best_trial["params"].items())))  # fmt: skip
+            print(
+                "  params: "
+                + ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best_trial["params"].items()))
+            )
         print(f"study {name}: {st.get('phase')} in {time.monotonic() - t0:.0f}s")
         return 0 if st.get("phase") == "Succeeded" else 1
     finally:

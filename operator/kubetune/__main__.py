@@ -13,8 +13,13 @@ import kubetune.handlers  # noqa: F401  (registers the handlers)
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="kubetune", description=__doc__)
-    parser.add_argument("--namespace", "-n", action="append", default=[],
-                        help="watch only this namespace (repeatable); default: all")  # fmt: skip
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable); default: all",
+    )
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args()
     namespaces = args.namespace or [

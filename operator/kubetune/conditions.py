@@ -32,7 +32,10 @@ def set_condition(
         "observedGeneration": generation,
         "lastTransitionTime": since or now.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    return [c for c in conditions if c.get("type") != kind] + [new]
+    if old is None:
+        return [*conditions, new]
+    # In place: a stable order keeps an unchanged status byte-for-byte unchanged.
+    return [new if c is old else c for c in conditions]
 
 
 def get(conditions: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:

@@ -39,8 +39,14 @@ async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(*STUDIES)
 async def on_study(
-    event: dict[str, Any], body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_: Any
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    name: str,
+    namespace: str | None,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
+    assert namespace is not None  # Studies are namespaced
     if event["type"] == "DELETED":
         memo.active.pop((namespace, name), None)
         memo.reconciler.forget(body["metadata"]["uid"])
@@ -54,12 +60,17 @@ async def on_study(
 
 @kopf.on.event("batch", "v1", "jobs", labels={render.LABEL_STUDY: kopf.PRESENT})
 @kopf.on.event("", "v1", "pods", labels={render.LABEL_STUDY: kopf.PRESENT})
-async def on_trial_child(labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+async def on_trial_child(
+    labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    assert namespace is not None  # pods and Jobs are namespaced
     # A trial's pod terminating frees its slot: reconcile now, not at the next resync.
     memo.reconciler.trigger(namespace, labels[render.LABEL_STUDY])
 
 
-async def _resync(reconciler: Reconciler, active: dict[tuple[str, str], bool], every: float) -> None:
+async def _resync(
+    reconciler: Reconciler, active: dict[tuple[str, str], bool], every: float
+) -> None:
     """Reconcile unfinished Studies periodically: Prometheus values, missed events."""
     while True:
         await asyncio.sleep(every)

@@ -60,8 +60,11 @@ def parse_report(messages: tuple[str, ...]) -> Report | None:
             continue
         if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), dict):
             continue
-        metrics = {str(k): v for k, v in ((k, _number(v)) for k, v in doc["metrics"].items())
-                   if v is not None}  # fmt: skip
+        metrics = {
+            str(k): v
+            for k, v in ((k, _number(v)) for k, v in doc["metrics"].items())
+            if v is not None
+        }
         inter: dict[str, list[tuple[int, float]]] = {}
         for name, pairs in (doc.get("intermediate") or {}).items():
             parsed = []
@@ -118,10 +121,16 @@ class TrialStatus:
 
     def to_k8s(self) -> dict[str, Any]:
         """The status subresource body. NaN cannot be stored: it is left out (reason says why)."""
-        out: dict[str, Any] = {"phase": self.phase, "gpus": self.gpus,
-                               "gpuSeconds": round(self.gpu_seconds, 3)}  # fmt: skip
-        for key, val in (("reason", self.reason), ("message", self.message),
-                         ("jobName", self.job_name)):  # fmt: skip
+        out: dict[str, Any] = {
+            "phase": self.phase,
+            "gpus": self.gpus,
+            "gpuSeconds": round(self.gpu_seconds, 3),
+        }
+        for key, val in (
+            ("reason", self.reason),
+            ("message", self.message),
+            ("jobName", self.job_name),
+        ):
             if val:
                 out[key] = val
         if self.value is not None and finite(self.value):
@@ -132,8 +141,9 @@ class TrialStatus:
         if finite_metrics:
             out["metrics"] = finite_metrics
         if self.intermediate:
-            out["intermediate"] = [{"step": s, "value": v} for s, v in self.intermediate
-                                   if finite(v)]  # fmt: skip
+            out["intermediate"] = [
+                {"step": s, "value": v} for s, v in self.intermediate if finite(v)
+            ]
             out["lastStep"] = self.intermediate[-1][0]
         if self.start_time:
             out["startTime"] = _ts(self.start_time)
@@ -244,9 +254,13 @@ def _finish_from_report(
             values.append(st.intermediate[-1][1])  # scraped only: the last value seen
         else:
             got = ", ".join(sorted(report.metrics)) if report else "no kubetune report"
-            return _fail(st, "MetricsMissing",
-                         f"the trial succeeded without reporting {o!r} (reported: {got})",
-                         now, pod)  # fmt: skip
+            return _fail(
+                st,
+                "MetricsMissing",
+                f"the trial succeeded without reporting {o!r} (reported: {got})",
+                now,
+                pod,
+            )
     if not all(finite(v) for v in values):
         assert report is not None
         return _diverge(st, report, objectives, pod, now)

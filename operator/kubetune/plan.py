@@ -78,8 +78,9 @@ def _counts(trials: list[TrialView]) -> dict[str, int]:
 
 
 def invalid(status: dict[str, Any], message: str, generation: int, now: datetime) -> Plan:
-    conds = cond.set_condition(status.get("conditions") or [], cond.INVALID, True,
-                               "InvalidSpec", message, generation, now)  # fmt: skip
+    conds = cond.set_condition(
+        status.get("conditions") or [], cond.INVALID, True, "InvalidSpec", message, generation, now
+    )
     new = {**status, "phase": "Failed", "observedGeneration": generation, "conditions": conds}
     events = []
     if not cond.is_true(status.get("conditions") or [], cond.INVALID):
@@ -101,8 +102,9 @@ def plan(
     finished = len(trials) - len(active)
     gpu_hours = sum(t.status.gpu_seconds for t in trials) / 3600.0
     conds: list[dict[str, Any]] = list(status.get("conditions") or [])
-    conds = cond.set_condition(conds, cond.INVALID, False, "SpecValid",
-                               "the spec is valid", generation, now)  # fmt: skip
+    conds = cond.set_condition(
+        conds, cond.INVALID, False, "SpecValid", "the spec is valid", generation, now
+    )
     phase = status.get("phase") or "Pending"
     if phase == "Failed" and cond.is_true(status.get("conditions") or [], cond.INVALID):
         phase = "Pending"  # the spec was fixed
@@ -115,15 +117,17 @@ def plan(
         if budget.max_failed_trials is not None and failed > budget.max_failed_trials:
             phase, exhausted_by = "Failed", "maxFailedTrials"
             msg = f"{failed} trials failed, more than maxFailedTrials={budget.max_failed_trials}"
-            conds = cond.set_condition(conds, cond.FAILED, True, "MaxFailedTrialsExceeded",
-                                       msg, generation, now)  # fmt: skip
+            conds = cond.set_condition(
+                conds, cond.FAILED, True, "MaxFailedTrialsExceeded", msg, generation, now
+            )
             actions += [StopTrial(t.name, "Failed", "StudyFailed", msg) for t in active]
             events.append(("Warning", "StudyFailed", msg))
         elif len(trials) >= budget.max_trials and not active:
             phase, exhausted_by = "Succeeded", "maxTrials"
             msg = f"all {budget.max_trials} trials finished"
-            conds = cond.set_condition(conds, cond.COMPLETED, True, "MaxTrialsReached",
-                                       msg, generation, now)  # fmt: skip
+            conds = cond.set_condition(
+                conds, cond.COMPLETED, True, "MaxTrialsReached", msg, generation, now
+            )
             events.append(("Normal", "StudySucceeded", msg))
         else:
             phase = "Running"
@@ -134,11 +138,14 @@ def plan(
 
     running_now = phase == "Running"
     conds = cond.set_condition(
-        conds, cond.RUNNING, running_now,
+        conds,
+        cond.RUNNING,
+        running_now,
         "TrialsRunning" if running_now else "Finished",
         f"{counts['running']} running, {finished}/{budget.max_trials} finished",
-        generation, now,
-    )  # fmt: skip
+        generation,
+        now,
+    )
     new: dict[str, Any] = {
         "phase": phase,
         "observedGeneration": generation,
@@ -158,6 +165,10 @@ def plan(
         new["completionTime"] = status.get("completionTime") or now.strftime("%Y-%m-%dT%H:%M:%SZ")
     best = best_trial(spec, trials)
     if best is not None:
-        new["bestTrial"] = {"name": best.name, "number": best.number,
-                            "value": best.status.value, "params": best.params}  # fmt: skip
+        new["bestTrial"] = {
+            "name": best.name,
+            "number": best.number,
+            "value": best.status.value,
+            "params": best.params,
+        }
     return Plan(actions=actions, status=new, events=events)

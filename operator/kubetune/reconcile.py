@@ -76,10 +76,13 @@ def job_observation(job: dict[str, Any] | None) -> JobObservation:
     if job is None:
         return JobObservation(exists=False)
     failed = next(
-        (c for c in (job.get("status") or {}).get("conditions") or []
-         if c.get("type") == "Failed" and c.get("status") == "True"),
+        (
+            c
+            for c in (job.get("status") or {}).get("conditions") or []
+            if c.get("type") == "Failed" and c.get("status") == "True"
+        ),
         None,
-    )  # fmt: skip
+    )
     return JobObservation(
         exists=True,
         backoff_limit=int((job.get("spec") or {}).get("backoffLimit") or 0),
@@ -147,8 +150,9 @@ class Reconciler:
                 try:
                     again = await self.reconcile(*key)
                 except Exception:
-                    log.exception("reconcile of study %s/%s failed; retrying on the next trigger",
-                                  *key)  # fmt: skip
+                    log.exception(
+                        "reconcile of study %s/%s failed; retrying on the next trigger", *key
+                    )
                     again = False
                 if again:
                     self.dirty.add(key)
@@ -206,43 +210,84 @@ class Reconciler:
             current = TrialStatus.from_k8s(trial.get("status"))
             pods = [pod_observation(p) for p in obs.pods.get(name, [])]
             scraped: list[tuple[int, float]] = []
-            started = current.start_time or min((p.started for p in pods if p.started), default=None)
+            started = current.start_time or min(
+                (p.started for p in pods if p.started), default=None
+            )
             if self.prom and not current.terminal and started is not None:
                 try:
-                    scraped = await self._io(self.prom.intermediate, obs.study["metadata"]["namespace"],
-                                             name, objectives[0], started, now)  # fmt: skip
+                    ns = obs.study["metadata"]["namespace"]
+                    scraped = await self._io(
+                        self.prom.intermediate, ns, name, objectives[0], started, now
+                    )
                 except PrometheusError as e:
                     log.warning("%s", e)
             new = lifecycle.observe(
-                current, job_name=name, job=job_observation(obs.jobs.get(name)), pods=pods,
-                objectives=objectives, gpus=gpus, scraped=scraped, now=now,
-            )  # fmt: skip
+                current,
+                job_name=name,
+                job=job_observation(obs.jobs.get(name)),
+                pods=pods,
+                objectives=objectives,
+                gpus=gpus,
+                scraped=scraped,
+                now=now,
+            )
             if _significant(current, new):
-                await self._io(self.kube.patch_status, "Trial", trial["metadata"]["namespace"],
-                               name, new.to_k8s())  # fmt: skip
+                await self._io(
+                    self.kube.patch_status,
+                    "Trial",
+                    trial["metadata"]["namespace"],
+                    name,
+                    new.to_k8s(),
+                )
                 if new.phase != current.phase and new.terminal:
                     await self._trial_event(obs.study, name, new)
-            views.append(TrialView(name=name, uid=trial["metadata"]["uid"],
-                                   number=int(trial["spec"]["number"]),
-                                   params=dict(trial["spec"].get("params") or {}),
-                                   status=new, has_job=name in obs.jobs))  # fmt: skip
+            views.append(
+                TrialView(
+                    name=name,
+                    uid=trial["metadata"]["uid"],
+                    number=int(trial["spec"]["number"]),
+                    params=dict(trial["spec"].get("params") or {}),
+                    status=new,
+                    has_job=name in obs.jobs,
+                )
+            )
         return views
 
     async def _trial_event(self, study: dict[str, Any], name: str, st: TrialStatus) -> None:
         if st.phase == "Completed":
-            await self._io(self.kube.event, study, "Normal", "TrialCompleted",
-                           f"{name} completed with value {st.value}")  # fmt: skip
+            await self._io(
+                self.kube.event,
+                study,
+                "Normal",
+                "TrialCompleted",
+                f"{name} completed with value {st.value}",
+            )
         elif st.phase == "Pruned":
-            await self._io(self.kube.event, study, "Normal", "TrialPruned",
-                           f"{name} pruned at step {st.last_step}")  # fmt: skip
+            await self._io(
+                self.kube.event,
+                study,
+                "Normal",
+                "TrialPruned",
+                f"{name} pruned at step {st.last_step}",
+            )
         else:
-            await self._io(self.kube.event, study, "Warning", "TrialFailed",
-                           f"{name} failed ({st.reason}): {st.message}")  # fmt: skip
+            await self._io(
+                self.kube.event,
+                study,
+                "Warning",
+                "TrialFailed",
+                f"{name} failed ({st.reason}): {st.message}",
+            )
 
     async def _act(
-        self, spec: StudySpec, obs: Observed, model: StudyModel, views: list[TrialView],
-        result: Plan, now: datetime,
-    ) -> bool:  # fmt: skip
+        self,
+        spec: StudySpec,
+        obs: Observed,
+        model: StudyModel,
+        views: list[TrialView],
+        result: Plan,
+        now: datetime,
+    ) -> bool:
         study = obs.study
         meta = study["metadata"]
         owner = render.Owner(kind="Study", name=meta["name"], uid=meta["uid"])
@@ -254,32 +299,46 @@ class Reconciler:
             elif isinstance(action, EnsureJob):
                 view = by_name[action.trial]
                 trial_owner = render.Owner(kind="Trial", name=view.name, uid=view.uid)
-                ident = render.TrialIdentity(meta["namespace"], meta["name"], view.number,
-                                             _seed(spec, view.number))  # fmt: skip
-                job = render.render_job(spec, ident, view.params, trial_owner,
-                                        self.settings.metrics_port)  # fmt: skip
+                ident = render.TrialIdentity(
+                    meta["namespace"], meta["name"], view.number, _seed(spec, view.number)
+                )
+                job = render.render_job(
+                    spec, ident, view.params, trial_owner, self.settings.metrics_port
+                )
                 await self._io(self.kube.create, job)
             elif isinstance(action, StopTrial):
                 view = by_name[action.trial]
-                stopped = lifecycle.stopped(view.status, action.phase, action.reason,
-                                            action.message, now)  # fmt: skip
-                await self._io(self.kube.patch_status, "Trial", meta["namespace"], view.name,
-                               stopped.to_k8s())  # fmt: skip
-                await self._io(self.kube.delete_job, meta["namespace"], view.name,
-                               self.settings.stop_grace_seconds)  # fmt: skip
+                stopped = lifecycle.stopped(
+                    view.status, action.phase, action.reason, action.message, now
+                )
+                await self._io(
+                    self.kube.patch_status, "Trial", meta["namespace"], view.name, stopped.to_k8s()
+                )
+                await self._io(
+                    self.kube.delete_job,
+                    meta["namespace"],
+                    view.name,
+                    self.settings.stop_grace_seconds,
+                )
                 again = True
         return again
 
     async def _create_trials(
-        self, spec: StudySpec, study: dict[str, Any], owner: render.Owner, model: StudyModel,
-        views: list[TrialView], count: int,
-    ) -> bool:  # fmt: skip
+        self,
+        spec: StudySpec,
+        study: dict[str, Any],
+        owner: render.Owner,
+        model: StudyModel,
+        views: list[TrialView],
+        count: int,
+    ) -> bool:
         meta = study["metadata"]
         asked = await self._io(model.ask, count)
         number = max((v.number for v in views), default=-1) + 1
         for trial, params in asked:
-            ident = render.TrialIdentity(meta["namespace"], meta["name"], number,
-                                         _seed(spec, number))  # fmt: skip
+            ident = render.TrialIdentity(
+                meta["namespace"], meta["name"], number, _seed(spec, number)
+            )
             body = render.render_trial(ident, params, owner)
             try:
                 created = await self._io(self.kube.create, body)
@@ -292,20 +351,23 @@ class Reconciler:
                 self.forget(meta["uid"])
                 return True
             model.adopt(number, trial)
-            trial_owner = render.Owner(kind="Trial", name=ident.name,
-                                       uid=created["metadata"]["uid"])  # fmt: skip
+            trial_owner = render.Owner(
+                kind="Trial", name=ident.name, uid=created["metadata"]["uid"]
+            )
             job = render.render_job(spec, ident, params, trial_owner, self.settings.metrics_port)
             await self._io(self.kube.create, job)
-            await self._io(self.kube.event, study, "Normal", "TrialCreated",
-                           f"{ident.name}: {params}")  # fmt: skip
+            await self._io(
+                self.kube.event, study, "Normal", "TrialCreated", f"{ident.name}: {params}"
+            )
             number += 1
         return True
 
     async def _write_study(self, obs: Observed, current: dict[str, Any], result: Plan) -> None:
         meta = obs.study["metadata"]
         if _study_changed(current, result.status):
-            await self._io(self.kube.patch_status, "Study", meta["namespace"], meta["name"],
-                           result.status)  # fmt: skip
+            await self._io(
+                self.kube.patch_status, "Study", meta["namespace"], meta["name"], result.status
+            )
         for kind, reason, message in result.events:
             await self._io(self.kube.event, obs.study, kind, reason, message)
 

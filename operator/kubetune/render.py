@@ -88,13 +88,15 @@ def placeholder_values(
     spec: StudySpec, ident: TrialIdentity, params: dict[str, Any]
 ) -> dict[str, str]:
     values = {f"params.{p.name}": render_value(params.get(p.name)) for p in spec.parameters}
-    values.update({
-        "trial.name": ident.name,
-        "trial.number": str(ident.number),
-        "trial.seed": str(ident.seed),
-        "study.name": ident.study,
-        "study.namespace": ident.namespace,
-    })
+    values.update(
+        {
+            "trial.name": ident.name,
+            "trial.number": str(ident.number),
+            "trial.seed": str(ident.seed),
+            "study.name": ident.study,
+            "study.namespace": ident.namespace,
+        }
+    )
     return values
 
 

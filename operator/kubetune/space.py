@@ -8,7 +8,6 @@ an inactive parameter is absent from the trial's params (and renders empty).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 

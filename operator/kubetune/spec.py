@@ -195,8 +195,9 @@ def parse(spec: dict[str, Any]) -> StudySpec:
     try:
         model = StudySpec.model_validate(spec)
     except ValidationError as e:
-        problems = [f"{_loc(err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
-                    for err in e.errors()]  # fmt: skip
+        problems = [
+            f"{_loc(err['loc'])}: {err['msg'].removeprefix('Value error, ')}" for err in e.errors()
+        ]
         raise SpecError("; ".join(problems)) from None
     _check_cross_references(model)
     return model

@@ -27,8 +27,9 @@ GROUP, VERSION = "kubetune.dev", "v1alpha1"
 @pytest.fixture(scope="session")
 def crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/studies.kubetune.dev",
-                    "crd/trials.kubetune.dev")  # fmt: skip
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/studies.kubetune.dev", "crd/trials.kubetune.dev"
+    )
 
 
 class Operator:
@@ -49,8 +50,10 @@ class Operator:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "kubetune", "--namespace", self.namespace],
-                stdout=out, stderr=subprocess.STDOUT, env=env,
-            )  # fmt: skip
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -85,8 +88,9 @@ class Studies:
         self.namespace = namespace
 
     def apply(self, study: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-        return self.cluster.kubectl("apply", "-n", self.namespace, "-f", "-",
-                                    input=yaml.safe_dump(study), check=False)  # fmt: skip
+        return self.cluster.kubectl(
+            "apply", "-n", self.namespace, "-f", "-", input=yaml.safe_dump(study), check=False
+        )
 
     def get(self, name: str) -> dict[str, Any]:
         obj: dict[str, Any] = self.cluster.custom.get_namespaced_custom_object(
@@ -116,8 +120,9 @@ def studies(cluster: Cluster, namespace: str) -> Studies:
     return Studies(cluster, namespace)
 
 
-def digits_study(name: str, max_trials: int, parallelism: int, epochs: int = 3,
-                 seed: int = 7) -> dict[str, Any]:  # fmt: skip
+def digits_study(
+    name: str, max_trials: int, parallelism: int, epochs: int = 3, seed: int = 7
+) -> dict[str, Any]:
     """A small version of examples/digits-study.yaml."""
     study: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "digits-study.yaml").read_text())
     study["metadata"] = {"name": name}
@@ -141,10 +146,24 @@ def script_study(name: str, code: str, max_trials: int, parallelism: int) -> dic
             "budget": {"maxTrials": max_trials, "parallelism": parallelism},
             "trialTemplate": {
                 "backoffLimit": 0,
-                "template": {"spec": {"restartPolicy": "Never", "containers": [{
-                    "name": "trial", "image": "python:3.11",
-                    "command": ["python3", "-c", code, "${trial.number}", "${params.x}"],
-                }]}},
-            },  # fmt: skip
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [
+                            {
+                                "name": "trial",
+                                "image": "python:3.11",
+                                "command": [
+                                    "python3",
+                                    "-c",
+                                    code,
+                                    "${trial.number}",
+                                    "${params.x}",
+                                ],
+                            }
+                        ],
+                    }
+                },
+            },
         },
     }

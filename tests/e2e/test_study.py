@@ -141,28 +141,55 @@ def test_failed_diverged_and_silent_trials_do_not_stop_the_study(
     assert by_number[2]["reason"] == "MetricsMissing"
     assert "other_metric" in by_number[2]["message"]
     assert by_number[3]["phase"] == by_number[4]["phase"] == "Completed"
-    assert status["trials"] == {"running": 0, "completed": 2, "pruned": 0, "failed": 3,
-                                "diverged": 1}  # fmt: skip
+    assert status["trials"] == {
+        "running": 0,
+        "completed": 2,
+        "pruned": 0,
+        "failed": 3,
+        "diverged": 1,
+    }
     assert status["sampler"]["learnedTrials"] == 5
 
 
 @pytest.mark.parametrize(
     ("mutate", "field", "words"),
     [
-        (lambda s: s["spec"]["parameters"][1]["float"].update(low=1.0, high=0.1),
-         "spec.parameters[1].float", "low must be less than"),
-        (lambda s: s["spec"]["sampler"].update(name="bayes"), "spec.sampler.name", "Unsupported value"),
+        (
+            lambda s: s["spec"]["parameters"][1]["float"].update(low=1.0, high=0.1),
+            "spec.parameters[1].float",
+            "low must be less than",
+        ),
+        (
+            lambda s: s["spec"]["sampler"].update(name="bayes"),
+            "spec.sampler.name",
+            "Unsupported value",
+        ),
         (lambda s: s["spec"].update(parameters=[]), "spec.parameters", "at least 1"),
-        (lambda s: s["spec"]["budget"].update(parallelism=20), "spec.budget",
-         "parallelism must not exceed"),
-        (lambda s: s["spec"]["parameters"][1]["float"].update(low=-1.0), "spec.parameters[1].float",
-         "positive when log"),
-        (lambda s: s["spec"]["parameters"][0].update(int={"low": 1, "high": 2}),
-         "spec.parameters[0]", "exactly one of float, int or categorical"),
+        (
+            lambda s: s["spec"]["budget"].update(parallelism=20),
+            "spec.budget",
+            "parallelism must not exceed",
+        ),
+        (
+            lambda s: s["spec"]["parameters"][1]["float"].update(low=-1.0),
+            "spec.parameters[1].float",
+            "positive when log",
+        ),
+        (
+            lambda s: s["spec"]["parameters"][0].update(int={"low": 1, "high": 2}),
+            "spec.parameters[0]",
+            "exactly one of float, int or categorical",
+        ),
     ],
-    ids=["low-above-high", "unknown-sampler", "no-parameters", "parallelism", "log-negative",
-         "two-kinds"],
-)  # fmt: skip
+    ids=[
+        "low-above-high",
+        "unknown-sampler",
+        "no-parameters",
+        "parallelism",
+        "log-negative",
+        "two-kinds",
+    ],
+)
 def test_invalid_study_is_rejected_by_kubectl_apply(
     studies: Studies, crds: None, mutate: Any, field: str, words: str
 ) -> None:

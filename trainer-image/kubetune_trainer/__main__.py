@@ -67,8 +67,12 @@ def mlp(inputs: int, classes: int, layers: int, width: int, dropout: float) -> n
 
 def optimizer(args: argparse.Namespace, params: object) -> torch.optim.Optimizer:
     if args.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum,  # type: ignore[arg-type]
-                               weight_decay=args.weight_decay)  # fmt: skip
+        return torch.optim.SGD(
+            params,
+            lr=args.lr,
+            momentum=args.momentum,  # type: ignore[arg-type]
+            weight_decay=args.weight_decay,
+        )
     cls = torch.optim.Adam if args.optimizer == "adam" else torch.optim.AdamW
     return cls(params, lr=args.lr, weight_decay=args.weight_decay)  # type: ignore[arg-type]
 
@@ -109,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             opt.zero_grad()
             loss = loss_fn(model(xb), yb)
             if not math.isfinite(float(loss.detach())):
-                print(f"epoch {epoch}: loss is {float(loss.detach())}; the run diverged", flush=True)
+                print(
+                    f"epoch {epoch}: loss is {float(loss.detach())}; the run diverged", flush=True
+                )
                 trial.report(epoch, val_accuracy=float("nan"), val_loss=float("nan"))
                 return 0
             loss.backward()

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
+from sklearn.datasets import load_digits  # ships inside scikit-learn: no network
 from torch.utils.data import TensorDataset
 
 
 def digits() -> tuple[torch.Tensor, torch.Tensor, int]:
-    from sklearn.datasets import load_digits  # ships inside scikit-learn, no network
-
     bunch = load_digits()
     x = torch.tensor(bunch.data, dtype=torch.float32) / 16.0
     y = torch.tensor(bunch.target, dtype=torch.long)

@@ -138,8 +138,10 @@ class Kube:
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
             # generateName would be validated with its trailing dot and refused.
-            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}",
-                         "namespace": meta["namespace"]},
+            "metadata": {
+                "name": f"{meta['name']}.{secrets.token_hex(8)}",
+                "namespace": meta["namespace"],
+            },
             "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "reportingController": "kubetune.dev/operator",
             "reportingInstance": "kubetune-operator",

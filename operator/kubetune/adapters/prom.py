@@ -30,8 +30,9 @@ class Prometheus:
 
     def _matrix(self, promql: str) -> list[dict[str, object]]:
         try:
-            r = self.session.get(f"{self.url}/api/v1/query", params={"query": promql},
-                                 timeout=self.timeout)  # fmt: skip
+            r = self.session.get(
+                f"{self.url}/api/v1/query", params={"query": promql}, timeout=self.timeout
+            )
             r.raise_for_status()
             body = r.json()
         except (requests.RequestException, ValueError) as e:

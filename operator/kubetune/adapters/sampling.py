@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.trial import TrialState
@@ -48,10 +48,10 @@ def grid_space(spec: StudySpec) -> dict[str, list[Any]]:
             grid[p.name] = list(p.categorical.choices)
         elif p.int is not None:
             grid[p.name] = list(range(p.int.low, p.int.high + 1, p.int.step))
-        elif p.float is not None and p.float.step is not None:
+        elif p.float is not None and (step := p.float.step) is not None:
             f = p.float
-            n = int(round((f.high - f.low) / f.step))
-            grid[p.name] = [round(f.low + i * f.step, 12) for i in range(n + 1)]
+            n = round((f.high - f.low) / step)
+            grid[p.name] = [round(f.low + i * step, 12) for i in range(n + 1)]
         else:
             raise SpecError(
                 f"spec.sampler: grid cannot enumerate float parameter {p.name!r}; give it a "
@@ -96,8 +96,15 @@ def make_sampler(spec: StudySpec, cfg: Sampler | None = None) -> optuna.samplers
         raise SpecError(f"spec.sampler.options: {e}") from None
 
 
-def directions(spec: StudySpec) -> list[str]:
+def directions(spec: StudySpec) -> list[Literal["minimize", "maximize"]]:
     return [o.direction for o in spec.all_objectives]
+
+
+def _values(view: TrialView) -> list[float]:
+    if view.status.values:
+        return list(view.status.values)
+    assert view.status.value is not None, f"{view.name} is Completed without a value"
+    return [view.status.value]
 
 
 def _state(view: TrialView) -> TrialState:
@@ -113,9 +120,7 @@ class StudyModel:
 
     def __init__(self, spec: StudySpec) -> None:
         self.spec = spec
-        self.study = optuna.create_study(
-            directions=directions(spec), sampler=make_sampler(spec)
-        )
+        self.study = optuna.create_study(directions=directions(spec), sampler=make_sampler(spec))
         self.live: dict[int, optuna.Trial] = {}  # Trial number -> running Optuna trial
         self.reported: dict[int, set[int]] = {}  # Trial number -> steps reported
         self.numbers: set[int] = set()  # every Trial number the study knows
@@ -139,16 +144,17 @@ class StudyModel:
             self.reported[view.number] = set()
             self.report(view)
         else:
-            values = None
-            if state == TrialState.COMPLETE:
-                values = view.status.values or [view.status.value]
+            values = _values(view) if state == TrialState.COMPLETE else None
             self.study.add_trial(
                 optuna.trial.create_trial(
-                    params=view.params, distributions=dists, values=values, state=state,
+                    params=view.params,
+                    distributions=dists,
+                    values=values,
+                    state=state,
                     intermediate_values=intermediate,
                     user_attrs={"kubetune_trial": view.name},
                 )
-            )  # fmt: skip
+            )
         self.numbers.add(view.number)
 
     def report(self, view: TrialView) -> None:
@@ -177,8 +183,7 @@ class StudyModel:
             if state == TrialState.RUNNING:
                 continue
             if state == TrialState.COMPLETE:
-                values = view.status.values or [view.status.value]
-                self.study.tell(trial, values)
+                self.study.tell(trial, _values(view))
             else:
                 self.study.tell(trial, state=state)
             del self.live[view.number]

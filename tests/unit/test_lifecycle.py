@@ -1,0 +1,135 @@
+"""The trial state machine, from pod and Job observations."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+from kubetune.lifecycle import (
+    JobObservation,
+    PodObservation,
+    TrialStatus,
+    observe,
+    parse_report,
+    stopped,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+JOB = JobObservation(exists=True)
+
+
+def report(**metrics: float) -> str:
+    return json.dumps(
+        {
+            "step": 3,
+            "metrics": metrics,
+            "intermediate": {"acc": [[1, 0.5], [2, 0.7], [3, metrics.get("acc")]]},
+        }
+    )
+
+
+def run(
+    pods: list[PodObservation],
+    current: TrialStatus | None = None,
+    job: JobObservation = JOB,
+    scraped: list[tuple[int, float]] | None = None,
+) -> TrialStatus:
+    return observe(
+        current or TrialStatus(),
+        job_name="s-0",
+        job=job,
+        pods=pods,
+        objectives=["acc"],
+        gpus=2,
+        scraped=scraped or [],
+        now=T0 + timedelta(seconds=60),
+    )
+
+
+def pod(phase: str, *messages: str, code: int | None = None) -> PodObservation:
+    finished = T0 + timedelta(seconds=30) if phase in ("Succeeded", "Failed") else None
+    return PodObservation(
+        "p",
+        phase,
+        started=T0,
+        finished=finished,
+        exit_code=code,
+        termination_messages=tuple(messages),
+    )
+
+
+def test_pending_then_running_counts_gpu_seconds() -> None:
+    assert run([]).phase == "Pending"
+    st = run([pod("Running")])
+    assert st.phase == "Running"
+    assert st.start_time == T0
+    assert st.gpu_seconds == 120.0  # 2 GPUs x 60 s so far
+
+
+def test_completed_with_exact_final_value_and_intermediate() -> None:
+    st = run([pod("Succeeded", report(acc=0.9, loss=0.3), code=0)], scraped=[(1, 0.5)])
+    assert st.phase == "Completed"
+    assert st.value == 0.9
+    assert st.metrics == {"acc": 0.9, "loss": 0.3}
+    assert st.intermediate == [(1, 0.5), (2, 0.7), (3, 0.9)]
+    assert st.completion_time == T0 + timedelta(seconds=30)
+    assert st.gpu_seconds == 60.0  # ends when the pod ended, not when we looked
+
+
+def test_nonzero_exit_is_error_with_message() -> None:
+    st = run([pod("Failed", "CUDA out of memory", code=1)])
+    assert (st.phase, st.reason) == ("Failed", "Error")
+    assert "exit code 1" in (st.message or "")
+    assert "CUDA out of memory" in (st.message or "")
+
+
+def test_nan_objective_is_diverged_and_not_stored() -> None:
+    st = run([pod("Succeeded", report(acc=math.nan), code=0)])
+    assert (st.phase, st.reason) == ("Failed", "Diverged")
+    body = st.to_k8s()
+    assert "value" not in body
+    json.dumps(body, allow_nan=False)  # what the API server accepts
+
+
+def test_missing_objective_is_metrics_missing() -> None:
+    st = run([pod("Succeeded", json.dumps({"metrics": {"loss": 1.0}}), code=0)])
+    assert (st.phase, st.reason) == ("Failed", "MetricsMissing")
+    assert "loss" in (st.message or "")
+    assert run([pod("Succeeded", "", code=0)]).reason == "MetricsMissing"
+
+
+def test_scraped_value_is_the_fallback_for_images_without_termination_message() -> None:
+    st = run([pod("Succeeded", "", code=0)], scraped=[(1, 0.4), (2, 0.8)])
+    assert (st.phase, st.value) == ("Completed", 0.8)
+
+
+def test_retries_allowed_by_backoff_limit_keep_the_trial_running() -> None:
+    job = JobObservation(exists=True, backoff_limit=1)
+    st = run([pod("Failed", code=1), pod("Running")], job=job)
+    assert st.phase == "Running"
+
+
+def test_job_failed_without_pods() -> None:
+    job = JobObservation(exists=True, failed_reason="DeadlineExceeded", failed_message="too slow")
+    st = run([], job=job)
+    assert (st.phase, st.reason) == ("Failed", "JobFailed")
+
+
+def test_terminal_is_sticky_and_stop_records_reason() -> None:
+    done = run([pod("Succeeded", report(acc=0.9), code=0)])
+    assert run([pod("Failed", code=1)], current=done).phase == "Completed"
+    st = stopped(run([pod("Running")]), "Pruned", "Pruned", "pruned at step 2", T0)
+    assert (st.phase, st.reason) == ("Pruned", "Pruned")
+
+
+def test_status_round_trips_through_kubernetes_shape() -> None:
+    st = run([pod("Succeeded", report(acc=0.9), code=0)])
+    again = TrialStatus.from_k8s(st.to_k8s())
+    assert again.to_k8s() == st.to_k8s()
+
+
+def test_parse_report_ignores_foreign_messages() -> None:
+    assert parse_report(("not json", '{"other": 1}')) is None
+    got = parse_report(("garbage", '{"metrics": {"acc": "NaN", "n": 2}, "step": 4}'))
+    assert got is not None and math.isnan(got.metrics["acc"]) and got.step == 4

@@ -1,0 +1,125 @@
+"""Job rendering: placeholders as data, the trial environment, ownership, labels."""
+
+from __future__ import annotations
+
+import json
+
+from kubetune.render import Owner, TrialIdentity, gpus_requested, render_job, render_trial
+from kubetune.spec import parse
+
+SPEC = parse(
+    {
+        "objective": {"metric": "val_accuracy"},
+        "parameters": [
+            {"name": "optimizer", "categorical": {"choices": ["sgd", "adam"]}},
+            {"name": "lr", "float": {"low": 1e-5, "high": 0.1, "log": True}},
+            {
+                "name": "momentum",
+                "float": {"low": 0.0, "high": 0.99},
+                "when": {"parameter": "optimizer", "in": ["sgd"]},
+            },
+            {"name": "nesterov", "categorical": {"choices": [True, False]}},
+        ],
+        "budget": {"maxTrials": 4},
+        "trialTemplate": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "trainer",
+                            "image": "img",
+                            "args": [
+                                "--lr=${params.lr}",
+                                "--momentum=${params.momentum}",
+                                "--nesterov=${params.nesterov}",
+                                "--out=/ckpt/${study.name}/${trial.name}/${trial.number}",
+                            ],
+                            "env": [{"name": "KUBETUNE_METRICS_PORT", "value": "8000"}],
+                            "resources": {"limits": {"nvidia.com/gpu": "2"}},
+                        }
+                    ]
+                }
+            }
+        },
+    }
+)
+IDENT = TrialIdentity(namespace="team-a", study="mlp", number=3, seed=42)
+OWNER = Owner(kind="Trial", name="mlp-3", uid="uid-3")
+
+
+def test_placeholders_substituted_as_data() -> None:
+    params = {"optimizer": "adam", "lr": 1e-05, "nesterov": True}
+    job = render_job(SPEC, IDENT, params, OWNER)
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args == ["--lr=1e-05", "--momentum=", "--nesterov=true", "--out=/ckpt/mlp/mlp-3/3"]
+
+
+def test_hostile_values_stay_one_argument() -> None:
+    spec = parse(
+        {
+            "objective": {"metric": "m"},
+            "parameters": [{"name": "tag", "categorical": {"choices": ["a; rm -rf / $(id)"]}}],
+            "budget": {"maxTrials": 1},
+            "trialTemplate": {
+                "template": {
+                    "spec": {
+                        "containers": [{"name": "c", "image": "i", "args": ["--tag=${params.tag}"]}]
+                    }
+                }
+            },
+        }
+    )
+    job = render_job(spec, IDENT, {"tag": "a; rm -rf / $(id)"}, OWNER)
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["--tag=a; rm -rf / $(id)"]
+
+
+def test_identity_labels_owner_and_environment() -> None:
+    params = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "nesterov": False}
+    job = render_job(SPEC, IDENT, params, OWNER, metrics_port=9090)
+    assert job["metadata"]["name"] == "mlp-3"
+    assert job["metadata"]["namespace"] == "team-a"
+    assert job["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "kubetune.dev/v1alpha1",
+            "kind": "Trial",
+            "name": "mlp-3",
+            "uid": "uid-3",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    pod = job["spec"]["template"]
+    assert pod["metadata"]["labels"]["kubetune.dev/trial"] == "mlp-3"
+    assert pod["metadata"]["labels"]["kubetune.dev/study"] == "mlp"
+    assert pod["metadata"]["labels"]["kubetune.dev/scrape"] == "true"
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "9090"
+    assert job["spec"]["backoffLimit"] == 0
+    assert pod["spec"]["restartPolicy"] == "Never"
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert json.loads(env["KUBETUNE_PARAMS"]["value"]) == params
+    assert env["KUBETUNE_TRIAL_NAME"]["value"] == "mlp-3"
+    assert env["KUBETUNE_TRIAL_SEED"]["value"] == "42"
+    assert env["KUBETUNE_METRICS_ADDR"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    # The user's own setting wins over the injected one.
+    assert env["KUBETUNE_METRICS_PORT"]["value"] == "8000"
+    names = [e["name"] for e in pod["spec"]["containers"][0]["env"]]
+    assert names.count("KUBETUNE_METRICS_PORT") == 1
+
+
+def test_template_is_not_mutated_and_gpus_are_counted() -> None:
+    before = json.dumps(SPEC.trial_template, sort_keys=True)
+    render_job(SPEC, IDENT, {"optimizer": "adam", "lr": 0.1, "nesterov": True}, OWNER)
+    assert json.dumps(SPEC.trial_template, sort_keys=True) == before
+    assert gpus_requested(SPEC.trial_template) == 2
+
+
+def test_trial_object() -> None:
+    trial = render_trial(IDENT, {"lr": 0.1}, Owner(kind="Study", name="mlp", uid="s"))
+    assert trial["metadata"]["name"] == "mlp-3"
+    assert trial["spec"] == {
+        "study": "mlp",
+        "number": 3,
+        "params": {"lr": 0.1},
+        "seed": 42,
+        "source": "sampler",
+    }
