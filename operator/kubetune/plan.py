@@ -105,12 +105,25 @@ def plan(
     conds = cond.set_condition(
         conds, cond.INVALID, False, "SpecValid", "the spec is valid", generation, now
     )
-    phase = status.get("phase") or "Pending"
-    if phase == "Failed" and cond.is_true(status.get("conditions") or [], cond.INVALID):
-        phase = "Pending"  # the spec was fixed
     actions: list[Action] = []
     events: list[tuple[str, str, str]] = []
     exhausted_by = (status.get("budget") or {}).get("exhaustedBy")
+    phase = status.get("phase") or "Pending"
+    if phase == "Failed" and cond.is_true(status.get("conditions") or [], cond.INVALID):
+        phase = "Pending"  # the spec was fixed
+    if phase == "Succeeded" and exhausted_by == "maxTrials" and len(trials) < budget.max_trials:
+        # maxTrials was raised after the Study finished: the search goes on.
+        phase, exhausted_by = "Running", None
+        conds = cond.set_condition(
+            conds,
+            cond.COMPLETED,
+            False,
+            "BudgetRaised",
+            f"maxTrials raised to {budget.max_trials}",
+            generation,
+            now,
+        )
+        events.append(("Normal", "StudyResumed", f"maxTrials raised to {budget.max_trials}"))
 
     if phase not in ("Succeeded", "Failed"):
         failed = counts["failed"]
@@ -163,6 +176,8 @@ def plan(
         new["startTime"] = min(started).strftime("%Y-%m-%dT%H:%M:%SZ")
     if phase in ("Succeeded", "Failed"):
         new["completionTime"] = status.get("completionTime") or now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    else:
+        new["completionTime"] = None  # a resumed Study is not complete any more
     best = best_trial(spec, trials)
     if best is not None:
         new["bestTrial"] = {

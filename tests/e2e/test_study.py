@@ -213,3 +213,49 @@ def test_spec_errors_the_schema_cannot_see_become_a_condition(
     assert invalid["status"] == "True"
     assert "${params.learning_rate} names no parameter" in invalid["message"]
     assert studies.trials("typo") == []
+
+
+def test_search_space_objective_and_template_are_immutable(
+    studies: Studies, cluster: Cluster, crds: None
+) -> None:
+    assert studies.apply(digits_study("frozen", max_trials=2, parallelism=1)).returncode == 0
+    for patch, words in [
+        (
+            '{"spec":{"parameters":[{"name":"lr","float":{"low":0.1,"high":0.2}}]}}',
+            "parameters are immutable",
+        ),
+        (
+            '{"spec":{"objective":{"metric":"val_loss","direction":"minimize"}}}',
+            "objective is immutable",
+        ),
+        ('{"spec":{"trialTemplate":{"backoffLimit":3}}}', "trialTemplate is immutable"),
+    ]:
+        result = cluster.kubectl(
+            "patch",
+            "study",
+            "frozen",
+            "-n",
+            studies.namespace,
+            "--type",
+            "merge",
+            "-p",
+            patch,
+            check=False,
+        )
+        assert result.returncode != 0 and words in result.stderr, result.stderr
+    budget = '{"spec":{"budget":{"maxTrials":3,"parallelism":1}}}'
+    assert (
+        cluster.kubectl(
+            "patch",
+            "study",
+            "frozen",
+            "-n",
+            studies.namespace,
+            "--type",
+            "merge",
+            "-p",
+            budget,
+            check=False,
+        ).returncode
+        == 0
+    )

@@ -104,3 +104,15 @@ def test_invalid_spec_and_its_repair() -> None:
     fixed = plan(spec(), [], bad.status, 2, NOW)
     assert fixed.status["phase"] == "Running"
     assert fixed.actions == [CreateTrials(2)]
+
+
+def test_raising_max_trials_resumes_a_finished_study() -> None:
+    trials = [trial(i, "Completed", 0.5) for i in range(5)]
+    done = plan(spec(), trials, {}, 1, NOW)
+    assert done.status["phase"] == "Succeeded"
+    more = plan(spec(maxTrials=8), trials, done.status, 2, NOW)
+    assert more.status["phase"] == "Running"
+    assert more.actions == [CreateTrials(2)]
+    assert more.status["completionTime"] is None
+    completed = next(c for c in more.status["conditions"] if c["type"] == "Completed")
+    assert completed["status"] == "False" and completed["reason"] == "BudgetRaised"
