@@ -255,29 +255,12 @@ class Reconciler:
 
     async def _trial_event(self, study: dict[str, Any], name: str, st: TrialStatus) -> None:
         if st.phase == "Completed":
-            await self._io(
-                self.kube.event,
-                study,
-                "Normal",
-                "TrialCompleted",
-                f"{name} completed with value {st.value}",
-            )
+            event = ("Normal", "TrialCompleted", f"{name} completed with value {st.value}")
         elif st.phase == "Pruned":
-            await self._io(
-                self.kube.event,
-                study,
-                "Normal",
-                "TrialPruned",
-                f"{name} pruned at step {st.last_step}",
-            )
+            event = ("Normal", "TrialPruned", f"{name} pruned at step {st.last_step}")
         else:
-            await self._io(
-                self.kube.event,
-                study,
-                "Warning",
-                "TrialFailed",
-                f"{name} failed ({st.reason}): {st.message}",
-            )
+            event = ("Warning", "TrialFailed", f"{name} failed ({st.reason}): {st.message}")
+        await self._io(self.kube.event, study, *event)
 
     async def _act(
         self,

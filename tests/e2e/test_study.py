@@ -219,7 +219,22 @@ def test_search_space_objective_and_template_are_immutable(
     studies: Studies, cluster: Cluster, crds: None
 ) -> None:
     assert studies.apply(digits_study("frozen", max_trials=2, parallelism=1)).returncode == 0
-    for patch, words in [
+
+    def patch(body: str) -> Any:
+        return cluster.kubectl(
+            "patch",
+            "study",
+            "frozen",
+            "-n",
+            studies.namespace,
+            "--type",
+            "merge",
+            "-p",
+            body,
+            check=False,
+        )
+
+    for body, words in [
         (
             '{"spec":{"parameters":[{"name":"lr","float":{"low":0.1,"high":0.2}}]}}',
             "parameters are immutable",
@@ -230,32 +245,6 @@ def test_search_space_objective_and_template_are_immutable(
         ),
         ('{"spec":{"trialTemplate":{"backoffLimit":3}}}', "trialTemplate is immutable"),
     ]:
-        result = cluster.kubectl(
-            "patch",
-            "study",
-            "frozen",
-            "-n",
-            studies.namespace,
-            "--type",
-            "merge",
-            "-p",
-            patch,
-            check=False,
-        )
+        result = patch(body)
         assert result.returncode != 0 and words in result.stderr, result.stderr
-    budget = '{"spec":{"budget":{"maxTrials":3,"parallelism":1}}}'
-    assert (
-        cluster.kubectl(
-            "patch",
-            "study",
-            "frozen",
-            "-n",
-            studies.namespace,
-            "--type",
-            "merge",
-            "-p",
-            budget,
-            check=False,
-        ).returncode
-        == 0
-    )
+    assert patch('{"spec":{"budget":{"maxTrials":3,"parallelism":1}}}').returncode == 0
