@@ -8,6 +8,7 @@ nothing running. Every component logs to ``.localcluster/logs/<component>.log``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -74,11 +75,13 @@ def _built(script: str) -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
+@functools.cache
 def binaries() -> Path:
     """The cached Kubernetes binaries, built on first use (hack/build-k8s.sh)."""
     return _built("build-k8s.sh")
 
 
+@functools.cache
 def prometheus_binary() -> Path:
     """Upstream Prometheus (Debian's lacks Kubernetes discovery; hack/build-prometheus.sh)."""
     return _built("build-prometheus.sh") / "prometheus"

@@ -9,6 +9,7 @@ INVALID = "Invalid"
 RUNNING = "Running"
 COMPLETED = "Completed"
 FAILED = "Failed"
+BOUNDARY = "SearchSpaceBoundary"
 
 
 def set_condition(

@@ -3,16 +3,24 @@
 Level-triggered: the planner never remembers anything; it looks at every Trial
 each time and says what should happen next. Running it twice on the same
 observation gives the same answer, so any reconcile can be repeated safely.
+
+Budgets end the search at the first limit reached: maxTrials (search trials; seed
+repeats come on top), gpuHours (no trial starts that would not fit the remainder
+at the running average, running trials finish), timeout (running trials are
+stopped at the deadline), maxFailedTrials (the Study fails).
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from kubetune import boundary
 from kubetune import conditions as cond
-from kubetune.lifecycle import TrialStatus
+from kubetune.lifecycle import TrialStatus, finite
 from kubetune.spec import StudySpec
 
 
@@ -24,13 +32,16 @@ class TrialView:
     params: dict[str, Any]
     status: TrialStatus
     has_job: bool
+    source: str = "sampler"  # sampler | enqueued | repeat
 
 
 @dataclass(frozen=True)
 class CreateTrials:
-    """Ask the sampler for `count` new trials and create their Trial and Job."""
+    """Create `count` Trials: asked from the sampler, or with `params` (seed repeats)."""
 
     count: int
+    params: dict[str, Any] | None = None
+    source: str = "sampler"
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,16 @@ class StopTrial:
 Action = CreateTrials | EnsureJob | StopTrial
 
 
+@dataclass(frozen=True)
+class Context:
+    """What the planner needs beyond the spec and the trials."""
+
+    now: datetime
+    created: datetime  # the Study's creation: the timeout counts from here
+    prune: frozenset[str] = frozenset()  # running trials the pruner says to stop
+    grid_size: int | None = None  # the grid sampler's number of points
+
+
 @dataclass
 class Plan:
     actions: list[Action]
@@ -58,12 +79,41 @@ class Plan:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
 
 
+def _ts(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def best_trial(spec: StudySpec, trials: list[TrialView]) -> TrialView | None:
-    done = [t for t in trials if t.status.phase == "Completed" and t.status.value is not None]
+    """The best completed search trial (seed repeats do not compete)."""
+    done = [
+        t
+        for t in trials
+        if t.status.phase == "Completed" and t.status.value is not None and t.source != "repeat"
+    ]
     if not done:
         return None
     sign = -1.0 if spec.primary.maximize else 1.0
     return min(done, key=lambda t: (sign * float(t.status.value or 0.0), t.number))
+
+
+def ranked(spec: StudySpec, trials: list[TrialView]) -> list[TrialView]:
+    done = [t for t in trials if t.status.phase == "Completed" and t.source != "repeat"]
+    sign = -1.0 if spec.primary.maximize else 1.0
+    return sorted(done, key=lambda t: (sign * float(t.status.value or 0.0), t.number))
+
+
+def pareto_front(spec: StudySpec, trials: list[TrialView]) -> list[TrialView]:
+    """Completed trials that no other completed trial dominates."""
+    signs = [1.0 if o.maximize else -1.0 for o in spec.all_objectives]
+    done = [t for t in trials if t.status.phase == "Completed" and t.status.values]
+
+    def key(t: TrialView) -> list[float]:
+        return [s * v for s, v in zip(signs, t.status.values or [], strict=True)]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x >= y for x, y in zip(a, b, strict=True)) and a != b
+
+    return [t for t in done if not any(dominates(key(o), key(t)) for o in done)]
 
 
 def _counts(trials: list[TrialView]) -> dict[str, int]:
@@ -88,19 +138,76 @@ def invalid(status: dict[str, Any], message: str, generation: int, now: datetime
     return Plan(actions=[], status=new, events=events)
 
 
+def _nonfinite_step(st: TrialStatus) -> int | None:
+    return next((s for s, v in st.intermediate if not finite(v)), None)
+
+
+def _stops(active: list[TrialView], ctx: Context) -> list[StopTrial]:
+    """Running trials to end now: diverged on the way, or pruned."""
+    out = []
+    for t in active:
+        step = _nonfinite_step(t.status)
+        if step is not None:
+            out.append(
+                StopTrial(
+                    t.name,
+                    "Failed",
+                    "Diverged",
+                    f"the objective was not finite (NaN or infinite) at step {step}",
+                )
+            )
+        elif t.name in ctx.prune:
+            out.append(
+                StopTrial(t.name, "Pruned", "Pruned", f"pruned at step {t.status.last_step}")
+            )
+    return out
+
+
+@dataclass
+class _GpuBudget:
+    used_seconds: float
+    room: float  # how many more trials fit (math.inf without a gpuHours budget)
+
+    @property
+    def can_start(self) -> bool:
+        return self.room >= 1
+
+
+def _gpu_budget(spec: StudySpec, trials: list[TrialView]) -> _GpuBudget:
+    used = sum(t.status.gpu_seconds for t in trials)
+    limit = spec.budget.gpu_hours
+    if limit is None:
+        return _GpuBudget(used, math.inf)
+    finished = [t.status.gpu_seconds for t in trials if t.status.terminal and t.status.gpu_seconds]
+    if not finished:  # no average yet: start while anything is left
+        return _GpuBudget(used, math.inf if used < limit * 3600 else 0)
+    average = statistics.fmean(finished)
+    # Running trials will use at least the average; each new one about as much.
+    projected = sum(
+        t.status.gpu_seconds if t.status.terminal else max(t.status.gpu_seconds, average)
+        for t in trials
+    )
+    return _GpuBudget(used, max(0, math.floor((limit * 3600 - projected) / average)))
+
+
 def plan(
     spec: StudySpec,
     trials: list[TrialView],
     status: dict[str, Any],
     generation: int,
-    now: datetime,
+    ctx: Context,
 ) -> Plan:
+    now = ctx.now
     trials = sorted(trials, key=lambda t: t.number)
     budget = spec.budget
-    counts = _counts(trials)
+    search = [t for t in trials if t.source != "repeat"]
+    repeats = [t for t in trials if t.source == "repeat"]
     active = [t for t in trials if not t.status.terminal]
-    finished = len(trials) - len(active)
-    gpu_hours = sum(t.status.gpu_seconds for t in trials) / 3600.0
+    max_trials = min(budget.max_trials, ctx.grid_size or budget.max_trials)
+    gpu = _gpu_budget(spec, trials)
+    deadline = (
+        ctx.created.timestamp() + budget.timeout_seconds if budget.timeout_seconds else math.inf
+    )
     conds: list[dict[str, Any]] = list(status.get("conditions") or [])
     conds = cond.set_condition(
         conds, cond.INVALID, False, "SpecValid", "the spec is valid", generation, now
@@ -111,7 +218,7 @@ def plan(
     phase = status.get("phase") or "Pending"
     if phase == "Failed" and cond.is_true(status.get("conditions") or [], cond.INVALID):
         phase = "Pending"  # the spec was fixed
-    if phase == "Succeeded" and exhausted_by == "maxTrials" and len(trials) < budget.max_trials:
+    if phase == "Succeeded" and exhausted_by == "maxTrials" and len(search) < max_trials:
         # maxTrials was raised after the Study finished: the search goes on.
         phase, exhausted_by = "Running", None
         conds = cond.set_condition(
@@ -125,65 +232,169 @@ def plan(
         )
         events.append(("Normal", "StudyResumed", f"maxTrials raised to {budget.max_trials}"))
 
+    def finish(ok: bool, reason: str, message: str) -> None:
+        nonlocal phase, conds
+        phase = "Succeeded" if ok else "Failed"
+        kind = cond.COMPLETED if ok else cond.FAILED
+        conds = cond.set_condition(conds, kind, True, reason, message, generation, now)
+        events.append(("Normal" if ok else "Warning", f"Study{phase}", message))
+
+    best = best_trial(spec, trials)
     if phase not in ("Succeeded", "Failed"):
-        failed = counts["failed"]
+        phase = "Running"
+        stops = _stops(active, ctx)
+        actions += stops
+        stopping = {s.trial for s in stops}
+        active = [t for t in active if t.name not in stopping]
+        failed = _counts(trials)["failed"] + sum(s.phase == "Failed" for s in stops)
         if budget.max_failed_trials is not None and failed > budget.max_failed_trials:
-            phase, exhausted_by = "Failed", "maxFailedTrials"
+            exhausted_by = "maxFailedTrials"
             msg = f"{failed} trials failed, more than maxFailedTrials={budget.max_failed_trials}"
-            conds = cond.set_condition(
-                conds, cond.FAILED, True, "MaxFailedTrialsExceeded", msg, generation, now
-            )
             actions += [StopTrial(t.name, "Failed", "StudyFailed", msg) for t in active]
-            events.append(("Warning", "StudyFailed", msg))
-        elif len(trials) >= budget.max_trials and not active:
-            phase, exhausted_by = "Succeeded", "maxTrials"
-            msg = f"all {budget.max_trials} trials finished"
-            conds = cond.set_condition(
-                conds, cond.COMPLETED, True, "MaxTrialsReached", msg, generation, now
-            )
-            events.append(("Normal", "StudySucceeded", msg))
+            finish(False, "MaxFailedTrialsExceeded", msg)
+        elif now.timestamp() >= deadline:
+            exhausted_by = "timeout"
+            msg = f"the timeout of {budget.timeout} was reached"
+            actions += [StopTrial(t.name, "Failed", "DeadlineExceeded", msg) for t in active]
+            finish(best is not None, "Timeout", msg + ("" if best else "; no trial completed"))
         else:
-            phase = "Running"
-            room = min(budget.parallelism - len(active), budget.max_trials - len(trials))
-            if room > 0:
-                actions.append(CreateTrials(room))
+            search_left = max_trials - len(search)
+            gpu_spent = not gpu.can_start
+            searching = search_left > 0 and not gpu_spent
+            room = budget.parallelism - len(active)
+            if searching and room > 0:
+                actions.append(CreateTrials(int(min(room, search_left, gpu.room))))
+            elif not searching and not any(t.source != "repeat" for t in active):
+                want = spec.repeat_best.count if spec.repeat_best and best and not gpu_spent else 0
+                if len(repeats) < want and room > 0:
+                    assert best is not None
+                    actions.append(
+                        CreateTrials(
+                            min(room, want - len(repeats)), params=best.params, source="repeat"
+                        )
+                    )
+                elif not active:
+                    exhausted_by = "gpuHours" if gpu_spent else "maxTrials"
+                    if best is None and len(spec.all_objectives) == 1:
+                        finish(
+                            False, "NoTrialCompleted", f"none of the {len(search)} trials completed"
+                        )
+                    elif gpu_spent:
+                        finish(
+                            True,
+                            "GpuHoursExhausted",
+                            f"the gpuHours budget ({budget.gpu_hours}) is spent",
+                        )
+                    else:
+                        grid = " (the whole grid)" if max_trials < budget.max_trials else ""
+                        finish(True, "MaxTrialsReached", f"all {max_trials} trials finished{grid}")
             actions += [EnsureJob(t.name) for t in active if not t.has_job]
 
+    counts = _counts(trials)
+    finished_n = len(search) - sum(not t.status.terminal for t in search)
     running_now = phase == "Running"
     conds = cond.set_condition(
         conds,
         cond.RUNNING,
         running_now,
         "TrialsRunning" if running_now else "Finished",
-        f"{counts['running']} running, {finished}/{budget.max_trials} finished",
+        f"{counts['running']} running, {finished_n}/{max_trials} finished",
         generation,
         now,
     )
+    budget_status: dict[str, Any] = {
+        "trialsUsed": len(search),
+        "maxTrials": max_trials,
+        "gpuHoursUsed": round(gpu.used_seconds / 3600.0, 6),
+        "failedTrials": counts["failed"],
+    }
+    if budget.gpu_hours is not None:
+        budget_status["gpuHours"] = budget.gpu_hours
+    if budget.timeout_seconds is not None:
+        budget_status["deadline"] = _ts(datetime.fromtimestamp(deadline, tz=now.tzinfo))
+    if exhausted_by:
+        budget_status["exhaustedBy"] = exhausted_by
     new: dict[str, Any] = {
         "phase": phase,
         "observedGeneration": generation,
-        "progress": f"{finished}/{budget.max_trials}",
+        "progress": f"{finished_n}/{max_trials}",
         "conditions": conds,
         "trials": counts,
-        "budget": {"trialsUsed": len(trials), "gpuHoursUsed": round(gpu_hours, 6)},
+        "budget": budget_status,
     }
-    if exhausted_by:
-        new["budget"]["exhaustedBy"] = exhausted_by
     started = [t.status.start_time for t in trials if t.status.start_time]
     if status.get("startTime"):
         new["startTime"] = status["startTime"]
     elif started:
-        new["startTime"] = min(started).strftime("%Y-%m-%dT%H:%M:%SZ")
+        new["startTime"] = _ts(min(started))
     if phase in ("Succeeded", "Failed"):
-        new["completionTime"] = status.get("completionTime") or now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        new["completionTime"] = status.get("completionTime") or _ts(now)
+        new["conditions"] = _boundary_condition(spec, trials, new["conditions"], generation, now)
     else:
         new["completionTime"] = None  # a resumed Study is not complete any more
-    best = best_trial(spec, trials)
-    if best is not None:
+    if len(spec.all_objectives) > 1:
+        new["paretoFront"] = [
+            {"name": t.name, "number": t.number, "values": t.status.values, "params": t.params}
+            for t in pareto_front(spec, trials)
+        ]
+    elif best is not None:
         new["bestTrial"] = {
             "name": best.name,
             "number": best.number,
             "value": best.status.value,
             "params": best.params,
         }
+        if spec.repeat_best is not None:
+            _repeat_status(new, best, repeats)
     return Plan(actions=actions, status=new, events=events)
+
+
+def _repeat_status(new: dict[str, Any], best: TrialView, repeats: list[TrialView]) -> None:
+    """Mean and spread of the best parameters over seeds; the best value becomes the mean."""
+    done = [
+        t.status.value
+        for t in repeats
+        if t.status.phase == "Completed" and t.status.value is not None
+    ]
+    values = [float(best.status.value or 0.0), *(float(v) for v in done if v is not None)]
+    new["repeatBest"] = {
+        "trial": best.name,
+        "values": values,
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "failed": sum(t.status.phase == "Failed" for t in repeats),
+    }
+    if done and all(t.status.terminal for t in repeats):
+        new["bestTrial"]["value"] = new["repeatBest"]["mean"]
+        new["bestTrial"]["singleRunValue"] = best.status.value
+
+
+def _boundary_condition(
+    spec: StudySpec,
+    trials: list[TrialView],
+    conds: list[dict[str, Any]],
+    generation: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    if len(spec.all_objectives) > 1:
+        return conds
+    found = boundary.at_boundary(spec.parameters, [t.params for t in ranked(spec, trials)])
+    if found:
+        return cond.set_condition(
+            conds,
+            cond.BOUNDARY,
+            True,
+            "BestAtEdge",
+            boundary.message(spec.parameters, found),
+            generation,
+            now,
+        )
+    return cond.set_condition(
+        conds,
+        cond.BOUNDARY,
+        False,
+        "WithinRange",
+        "the best values lie inside their ranges",
+        generation,
+        now,
+    )

@@ -10,6 +10,7 @@ Prometheus) runs in threads, so a slow sampler never stalls other Studies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,14 +23,26 @@ from kubetune.adapters.kube import Kube, Observed
 from kubetune.adapters.prom import Prometheus, PrometheusError
 from kubetune.adapters.sampling import StudyModel
 from kubetune.lifecycle import JobObservation, PodObservation, TrialStatus
-from kubetune.plan import CreateTrials, EnsureJob, Plan, StopTrial, TrialView, invalid, plan
-from kubetune.spec import SpecError, StudySpec, parse
+from kubetune.plan import (
+    Context,
+    CreateTrials,
+    EnsureJob,
+    Plan,
+    StopTrial,
+    TrialView,
+    invalid,
+    plan,
+)
+from kubetune.space import grid_size
+from kubetune.spec import SpecError, StudySpec, check_values, parse
 
 log = logging.getLogger("kubetune.reconcile")
 T = TypeVar("T")
 Key = tuple[str, str]
 # Rewriting a running trial's GPU-seconds on every pass is churn; this much change is news.
 GPU_SECONDS_RESOLUTION = 60.0
+# fANOVA refits a forest each time: during a Study, at most this often (and once at the end).
+IMPORTANCE_EVERY_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -123,7 +136,9 @@ class Reconciler:
         self.settings = settings
         self.prom = Prometheus(settings.prometheus_url) if settings.prometheus_url else None
         self.models: dict[str, StudyModel] = {}  # by Study uid
+        self.importance_at: dict[str, float] = {}  # by Study uid: monotonic time of last fit
         self.running: set[Key] = set()
+        self.last_error: dict[Key, str] = {}
         self.dirty: set[Key] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kubetune")
@@ -161,8 +176,22 @@ class Reconciler:
         finally:
             self.running.discard(key)
 
+    async def _report_error(self, key: Key, error: Exception) -> None:
+        """Tell the Study's owner, once per distinct error, that the operator is stuck."""
+        text = f"{type(error).__name__}: {error}"
+        if self.last_error.get(key) == text:
+            return
+        self.last_error[key] = text
+        with contextlib.suppress(Exception):
+            study = await self._io(self.kube.get_study, *key)
+            if study is not None:
+                await self._io(
+                    self.kube.event, study, "Warning", "ReconcileError", f"{text} (retrying)"
+                )
+
     def forget(self, uid: str) -> None:
         self.models.pop(uid, None)
+        self.importance_at.pop(uid, None)
 
     # -- one pass --------------------------------------------------------------------------
 
@@ -179,25 +208,99 @@ class Reconciler:
         try:
             spec = parse(study.get("spec") or {})
             views = await self._observe_trials(spec, obs, now)
-            model = await self._model(uid, spec, views)
+            model = await self._model(uid, spec, views, obs)
+            grid = grid_size(spec) if spec.sampler.name == "grid" else None
         except SpecError as e:
             self.forget(uid)
             await self._write_study(obs, status, invalid(status, str(e), generation, now))
             return False
         await self._io(model.sync, views)
-        result = plan(spec, views, status, generation, now)
+        numbers = {v.number: v.name for v in views}
+        prune = frozenset(numbers[n] for n in await self._io(model.to_prune) if n in numbers)
+        created = _ts(study["metadata"].get("creationTimestamp")) or now
+        ctx = Context(now=now, created=created, prune=prune, grid_size=grid)
+        result = plan(spec, views, status, generation, ctx)
         result.status["sampler"] = {"name": spec.sampler.name, "learnedTrials": model.learned()}
+        await self._importance(uid, model, status, result)
         again = await self._act(spec, obs, model, views, result, now)
         await self._write_study(obs, status, result)
         return again
 
-    async def _model(self, uid: str, spec: StudySpec, views: list[TrialView]) -> StudyModel:
+    async def _importance(
+        self, uid: str, model: StudyModel, status: dict[str, Any], result: Plan
+    ) -> None:
+        """Parameter importance: every few minutes while running, once more at the end."""
+        finished = result.status["phase"] in ("Succeeded", "Failed")
+        last = self.importance_at.get(uid)
+        clock = asyncio.get_running_loop().time()
+        stale = last is None or clock - last >= IMPORTANCE_EVERY_SECONDS
+        ending = finished and status.get("phase") != result.status["phase"]
+        if (not finished and stale) or ending or (finished and "importance" not in status):
+            self.importance_at[uid] = clock
+            importance = await self._io(model.importance)
+            if importance:
+                result.status["importance"] = importance
+        elif status.get("importance"):
+            result.status["importance"] = status["importance"]
+
+    async def _model(
+        self, uid: str, spec: StudySpec, views: list[TrialView], obs: Observed
+    ) -> StudyModel:
         model = self.models.get(uid)
         if model is None:
-            model = await self._io(StudyModel.rebuild, spec, views)
+            warm = await self._warm_start(spec, obs)
+            model = await self._io(StudyModel.rebuild, spec, views, warm)
             self.models[uid] = model
-            log.info("rebuilt the Optuna study of %s from %d trials", uid, len(views))
+            log.info(
+                "rebuilt the Optuna study of %s/%s from %d trials (%d warm-start)",
+                obs.study["metadata"]["namespace"],
+                obs.study["metadata"]["name"],
+                len(views),
+                len(warm),
+            )
         return model
+
+    async def _warm_start(self, spec: StudySpec, obs: Observed) -> list[TrialView]:
+        """Another Study's completed trials, checked against this Study's space."""
+        if spec.warm_start is None:
+            return []
+        namespace = obs.study["metadata"]["namespace"]
+        source = spec.warm_start.from_study
+        where = f"spec.warmStart.fromStudy: {source!r}"
+        other = await self._io(self.kube.observe, namespace, source)
+        if other is None:
+            raise SpecError(f"{where} is not a Study in namespace {namespace}")
+        try:
+            other_spec = parse(other.study.get("spec") or {})
+        except SpecError as e:
+            raise SpecError(f"{where} has an invalid spec ({e})") from None
+        mine = [(o.metric, o.direction) for o in spec.all_objectives]
+        theirs = [(o.metric, o.direction) for o in other_spec.all_objectives]
+        if mine != theirs:
+            raise SpecError(f"{where} optimises {theirs}, this Study {mine}")
+        views = []
+        for trial in other.trials:
+            st = TrialStatus.from_k8s(trial.get("status"))
+            params = dict(trial["spec"].get("params") or {})
+            if st.phase != "Completed" or trial["spec"].get("source") == "repeat":
+                continue
+            problems = check_values(spec.parameters, params)
+            if problems:
+                raise SpecError(
+                    f"{where}: trial {trial['metadata']['name']} does not fit this search "
+                    f"space ({'; '.join(problems)})"
+                )
+            views.append(
+                TrialView(
+                    trial["metadata"]["name"],
+                    trial["metadata"]["uid"],
+                    int(trial["spec"]["number"]),
+                    params,
+                    st,
+                    True,
+                )
+            )
+        return views
 
     async def _observe_trials(
         self, spec: StudySpec, obs: Observed, now: datetime
@@ -249,6 +352,7 @@ class Reconciler:
                     params=dict(trial["spec"].get("params") or {}),
                     status=new,
                     has_job=name in obs.jobs,
+                    source=trial["spec"].get("source") or "sampler",
                 )
             )
         return views
@@ -278,7 +382,7 @@ class Reconciler:
         by_name = {v.name: v for v in views}
         for action in result.actions:
             if isinstance(action, CreateTrials):
-                again |= await self._create_trials(spec, study, owner, model, views, action.count)
+                again |= await self._create_trials(spec, study, owner, model, views, action)
             elif isinstance(action, EnsureJob):
                 view = by_name[action.trial]
                 trial_owner = render.Owner(kind="Trial", name=view.name, uid=view.uid)
@@ -313,16 +417,23 @@ class Reconciler:
         owner: render.Owner,
         model: StudyModel,
         views: list[TrialView],
-        count: int,
+        action: CreateTrials,
     ) -> bool:
         meta = study["metadata"]
-        asked = await self._io(model.ask, count)
+        if action.params is not None:  # seed repeats of the best trial: no sampler involved
+            asked: list[tuple[Any, dict[str, Any]]] = [(None, dict(action.params))] * action.count
+            sources = [action.source] * action.count
+        else:
+            searched = sum(v.source != "repeat" for v in views)
+            fixed = spec.enqueue[searched:]
+            asked = await self._io(model.ask, action.count, fixed)
+            sources = ["enqueued" if i < len(fixed) else "sampler" for i in range(action.count)]
         number = max((v.number for v in views), default=-1) + 1
-        for trial, params in asked:
+        for (trial, params), source in zip(asked, sources, strict=True):
             ident = render.TrialIdentity(
                 meta["namespace"], meta["name"], number, _seed(spec, number)
             )
-            body = render.render_trial(ident, params, owner)
+            body = render.render_trial(ident, params, owner, source)
             try:
                 created = await self._io(self.kube.create, body)
             except Exception:
@@ -333,14 +444,21 @@ class Reconciler:
                 # Someone created it before us (another pass or operator): start afresh.
                 self.forget(meta["uid"])
                 return True
-            model.adopt(number, trial)
+            if trial is not None:
+                model.adopt(number, trial)
+            else:
+                model.skip(number)
             trial_owner = render.Owner(
                 kind="Trial", name=ident.name, uid=created["metadata"]["uid"]
             )
             job = render.render_job(spec, ident, params, trial_owner, self.settings.metrics_port)
             await self._io(self.kube.create, job)
             await self._io(
-                self.kube.event, study, "Normal", "TrialCreated", f"{ident.name}: {params}"
+                self.kube.event,
+                study,
+                "Normal",
+                "TrialCreated",
+                f"{ident.name} ({source}): {params}",
             )
             number += 1
         return True

@@ -18,7 +18,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from kubetune.spec import Parameter
+from kubetune.spec import Parameter, SpecError, StudySpec, is_active
 
 ParamValue = str | bool | int | float
 
@@ -32,21 +32,6 @@ def distribution(p: Parameter) -> BaseDistribution:
         return IntDistribution(i.low, i.high, log=i.log, step=i.step)
     assert p.categorical is not None
     return CategoricalDistribution(list(p.categorical.choices))
-
-
-def is_active(p: Parameter, values: Mapping[str, Any]) -> bool:
-    if p.when is None:
-        return True
-    parent = values.get(p.when.parameter, _ABSENT)
-    return parent is not _ABSENT and any(_same(parent, v) for v in p.when.in_)
-
-
-_ABSENT = object()
-
-
-def _same(a: Any, b: Any) -> bool:
-    # `True == 1` in Python; a boolean choice must not match a number.
-    return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) else a == b
 
 
 def sample(trial: Any, parameters: Sequence[Parameter]) -> dict[str, ParamValue]:
@@ -77,29 +62,6 @@ def distributions_for(
     return {p.name: distribution(p) for p in parameters if p.name in values}
 
 
-def check_values(parameters: Sequence[Parameter], values: Mapping[str, Any]) -> list[str]:
-    """Problems with given values (enqueued or warm-started configurations)."""
-    known = {p.name for p in parameters}
-    problems = [f"unknown parameter {k!r}" for k in values if k not in known]
-    for p in parameters:
-        if p.name not in values:
-            if is_active(p, values):
-                problems.append(f"missing parameter {p.name!r}")
-        elif not _allowed(p, values[p.name]):
-            problems.append(f"{p.name}={values[p.name]!r} is outside its range")
-    return problems
-
-
-def _allowed(p: Parameter, v: Any) -> bool:
-    number = isinstance(v, int | float) and not isinstance(v, bool)
-    if p.float is not None:
-        return number and p.float.low <= v <= p.float.high
-    if p.int is not None:
-        return number and float(v).is_integer() and p.int.low <= v <= p.int.high
-    assert p.categorical is not None
-    return any(_same(v, c) for c in p.categorical.choices)
-
-
 def render_value(value: Any) -> str:
     """How a value appears in ${params.NAME}: plain text, never quoted or escaped.
 
@@ -115,3 +77,32 @@ def render_value(value: Any) -> str:
     if isinstance(value, int | str):
         return str(value)
     return json.dumps(value)
+
+
+def grid_space(spec: StudySpec) -> dict[str, list[Any]]:
+    """The full grid, or SpecError if a parameter cannot be enumerated."""
+    grid: dict[str, list[Any]] = {}
+    for p in spec.parameters:
+        if p.when is not None:
+            raise SpecError(f"spec.sampler: grid cannot search conditional parameter {p.name!r}")
+        if p.categorical is not None:
+            grid[p.name] = list(p.categorical.choices)
+        elif p.int is not None:
+            grid[p.name] = list(range(p.int.low, p.int.high + 1, p.int.step))
+        elif p.float is not None and (step := p.float.step) is not None:
+            f = p.float
+            n = round((f.high - f.low) / step)
+            grid[p.name] = [round(f.low + i * step, 12) for i in range(n + 1)]
+        else:
+            raise SpecError(
+                f"spec.sampler: grid cannot enumerate float parameter {p.name!r}; give it a "
+                "step, or use random, qmc or tpe"
+            )
+    return grid
+
+
+def grid_size(spec: StudySpec) -> int:
+    size = 1
+    for values in grid_space(spec).values():
+        size *= len(values)
+    return size

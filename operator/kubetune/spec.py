@@ -8,6 +8,7 @@ failure becomes the Study's `Invalid` condition with a message naming the field.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -101,8 +102,11 @@ class Parameter(_Model):
 
 
 class StartupSampler(_Model):
+    """Explore first: the first `trials` trials come from this sampler."""
+
     name: Literal["random", "qmc", "grid"] = "qmc"
     trials: Annotated[int, Field(ge=1)] = 10
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class Sampler(_Model):
@@ -112,11 +116,24 @@ class Sampler(_Model):
     startup: StartupSampler | None = None
 
 
+PrunerName = Literal[
+    "none", "median", "percentile", "successive-halving", "hyperband", "patient", "threshold"
+]
+
+
 class Pruner(_Model):
-    name: Literal[
-        "none", "median", "percentile", "successive-halving", "hyperband", "patient", "threshold"
-    ] = "none"
+    name: PrunerName = "none"
     options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RepeatBest(_Model):
+    """Re-run the best parameters with other seeds before trusting them."""
+
+    count: Annotated[int, Field(ge=1, le=100)]
+
+
+class WarmStart(_Model):
+    from_study: Annotated[str, Field(min_length=1)]
 
 
 DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -162,6 +179,9 @@ class StudySpec(_Model):
     pruner: Pruner = Field(default_factory=Pruner)
     budget: Budget
     trial_template: dict[str, Any]
+    repeat_best: RepeatBest | None = None
+    warm_start: WarmStart | None = None
+    enqueue: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
     def all_objectives(self) -> list[Objective]:
@@ -228,10 +248,18 @@ def _check_cross_references(spec: StudySpec) -> None:
                     )
         seen[p.name] = p
     multi = len(spec.all_objectives) > 1
-    if multi and spec.sampler.name in ("gp", "cmaes"):
-        raise SpecError(f"spec.sampler.name: {spec.sampler.name} supports one objective only")
+    if multi and spec.sampler.name == "cmaes":
+        raise SpecError("spec.sampler.name: cmaes supports one objective only")
     if multi and spec.pruner.name != "none":
         raise SpecError("spec.pruner: pruning needs a single objective")
+    if multi and spec.repeat_best is not None:
+        raise SpecError("spec.repeatBest: a multi-objective Study has no single best trial")
+    if len(spec.enqueue) > spec.budget.max_trials:
+        raise SpecError("spec.enqueue: more configurations than budget.maxTrials")
+    for i, params in enumerate(spec.enqueue):
+        problems = check_values(spec.parameters, params)
+        if problems:
+            raise SpecError(f"spec.enqueue[{i}]: {'; '.join(problems)}")
     _check_template(spec)
 
 
@@ -277,3 +305,41 @@ def placeholders(obj: Any) -> set[tuple[str, str]]:
         for v in obj:
             found |= placeholders(v)
     return found
+
+
+_ABSENT = object()
+
+
+def is_active(p: Parameter, values: Mapping[str, Any]) -> bool:
+    if p.when is None:
+        return True
+    parent = values.get(p.when.parameter, _ABSENT)
+    return parent is not _ABSENT and any(_same(parent, v) for v in p.when.in_)
+
+
+def _same(a: Any, b: Any) -> bool:
+    # `True == 1` in Python; a boolean choice must not match a number.
+    return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) else a == b
+
+
+def check_values(parameters: Sequence[Parameter], values: Mapping[str, Any]) -> list[str]:
+    """Problems with given values (enqueued or warm-started configurations)."""
+    known = {p.name for p in parameters}
+    problems = [f"unknown parameter {k!r}" for k in values if k not in known]
+    for p in parameters:
+        if p.name not in values:
+            if is_active(p, values):
+                problems.append(f"missing parameter {p.name!r}")
+        elif not _allowed(p, values[p.name]):
+            problems.append(f"{p.name}={values[p.name]!r} is outside its range")
+    return problems
+
+
+def _allowed(p: Parameter, v: Any) -> bool:
+    number = isinstance(v, int | float) and not isinstance(v, bool)
+    if p.float is not None:
+        return number and p.float.low <= v <= p.float.high
+    if p.int is not None:
+        return number and float(v).is_integer() and p.int.low <= v <= p.int.high
+    assert p.categorical is not None
+    return any(_same(v, c) for c in p.categorical.choices)

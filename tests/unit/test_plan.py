@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubetune.lifecycle import TrialStatus
-from kubetune.plan import CreateTrials, EnsureJob, StopTrial, TrialView, invalid, plan
+from kubetune.plan import Context, CreateTrials, EnsureJob, StopTrial, TrialView, invalid, plan
 from kubetune.spec import parse
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+CTX = Context(now=NOW, created=NOW)
 
 
 def spec(direction: str = "maximize", **budget: Any) -> Any:
@@ -41,29 +42,29 @@ def trial(
 
 
 def test_fresh_study_fills_parallelism() -> None:
-    p = plan(spec(), [], {}, 1, NOW)
+    p = plan(spec(), [], {}, 1, CTX)
     assert p.actions == [CreateTrials(2)]
     assert p.status["phase"] == "Running"
     assert p.status["progress"] == "0/5"
 
 
 def test_never_more_than_parallelism_nor_max_trials() -> None:
-    assert plan(spec(), [trial(0), trial(1)], {}, 1, NOW).actions == []
-    p = plan(spec(), [trial(0, "Completed", 0.5), trial(1)], {}, 1, NOW)
+    assert plan(spec(), [trial(0), trial(1)], {}, 1, CTX).actions == []
+    p = plan(spec(), [trial(0, "Completed", 0.5), trial(1)], {}, 1, CTX)
     assert p.actions == [CreateTrials(1)]
     done = [trial(i, "Completed", 0.1) for i in range(4)] + [trial(4)]
-    assert plan(spec(), done, {}, 1, NOW).actions == []
+    assert plan(spec(), done, {}, 1, CTX).actions == []
 
 
 def test_trial_without_job_gets_its_job() -> None:
-    p = plan(spec(), [trial(0, has_job=False), trial(1)], {}, 1, NOW)
+    p = plan(spec(), [trial(0, has_job=False), trial(1)], {}, 1, CTX)
     assert p.actions == [EnsureJob("s-0")]
 
 
 def test_all_trials_finished_is_success_with_best_trial() -> None:
     trials = [trial(i, "Completed", v) for i, v in enumerate([0.3, 0.9, 0.9, 0.1])]
     trials.append(trial(4, "Failed", reason="Diverged"))
-    p = plan(spec(), trials, {}, 1, NOW)
+    p = plan(spec(), trials, {}, 1, CTX)
     assert p.status["phase"] == "Succeeded"
     assert p.status["bestTrial"]["name"] == "s-1"  # ties go to the earlier trial
     assert p.status["trials"] == {
@@ -75,12 +76,12 @@ def test_all_trials_finished_is_success_with_best_trial() -> None:
     }
     assert p.status["budget"]["exhaustedBy"] == "maxTrials"
     assert ("Normal", "StudySucceeded", "all 5 trials finished") in p.events
-    assert plan(spec("minimize"), trials, {}, 1, NOW).status["bestTrial"]["name"] == "s-3"
+    assert plan(spec("minimize"), trials, {}, 1, CTX).status["bestTrial"]["name"] == "s-3"
 
 
 def test_too_many_failures_fail_the_study_and_stop_running_trials() -> None:
     trials = [trial(0, "Failed", reason="Error"), trial(1, "Failed", reason="Error"), trial(2)]
-    p = plan(spec(maxFailedTrials=1), trials, {}, 1, NOW)
+    p = plan(spec(maxFailedTrials=1), trials, {}, 1, CTX)
     assert p.status["phase"] == "Failed"
     assert p.status["budget"]["exhaustedBy"] == "maxFailedTrials"
     assert p.actions == [
@@ -90,8 +91,8 @@ def test_too_many_failures_fail_the_study_and_stop_running_trials() -> None:
 
 def test_finished_study_stays_finished_and_plan_is_repeatable() -> None:
     trials = [trial(i, "Completed", 0.5) for i in range(5)]
-    first = plan(spec(), trials, {}, 1, NOW)
-    second = plan(spec(), trials, first.status, 1, NOW)
+    first = plan(spec(), trials, {}, 1, CTX)
+    second = plan(spec(), trials, first.status, 1, CTX)
     assert second.status == first.status
     assert second.actions == [] and second.events == []
 
@@ -101,16 +102,16 @@ def test_invalid_spec_and_its_repair() -> None:
     assert bad.status["phase"] == "Failed"
     cond = next(c for c in bad.status["conditions"] if c["type"] == "Invalid")
     assert cond["status"] == "True" and "low must be" in cond["message"]
-    fixed = plan(spec(), [], bad.status, 2, NOW)
+    fixed = plan(spec(), [], bad.status, 2, CTX)
     assert fixed.status["phase"] == "Running"
     assert fixed.actions == [CreateTrials(2)]
 
 
 def test_raising_max_trials_resumes_a_finished_study() -> None:
     trials = [trial(i, "Completed", 0.5) for i in range(5)]
-    done = plan(spec(), trials, {}, 1, NOW)
+    done = plan(spec(), trials, {}, 1, CTX)
     assert done.status["phase"] == "Succeeded"
-    more = plan(spec(maxTrials=8), trials, done.status, 2, NOW)
+    more = plan(spec(maxTrials=8), trials, done.status, 2, CTX)
     assert more.status["phase"] == "Running"
     assert more.actions == [CreateTrials(2)]
     assert more.status["completionTime"] is None

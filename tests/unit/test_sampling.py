@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from kubetune.adapters.sampling import StudyModel, grid_size, make_sampler
+from kubetune.adapters.sampling import PhasedSampler, StudyModel, make_pruner, make_sampler
 from kubetune.lifecycle import TrialStatus
 from kubetune.plan import TrialView
+from kubetune.space import grid_size
 from kubetune.spec import SpecError, parse
 
 
@@ -117,3 +118,110 @@ def test_grid_size() -> None:
         }
     )
     assert grid_size(s) == 6
+
+
+def test_startup_phase_comes_from_the_startup_sampler() -> None:
+    s = spec({"name": "tpe", "seed": 5, "startup": {"name": "random", "trials": 3}})
+    model = StudyModel(s)
+    sampler = model.study.sampler
+    assert isinstance(sampler, PhasedSampler)
+    assert type(sampler.first).__name__ == "RandomSampler"
+    assert type(sampler.then).__name__ == "TPESampler"
+    asked = model.ask(5)
+    assert len(asked) == 5
+    # The same first trials as a plain random sampler with the same seed.
+    plain = StudyModel(spec({"name": "random", "seed": 5}))
+    assert [p for _, p in asked[:3]] == [p for _, p in plain.ask(3)]
+
+
+def test_pruner_options_are_validated() -> None:
+    assert type(make_pruner("median", {"nWarmupSteps": 2})).__name__ == "MedianPruner"
+    with pytest.raises(SpecError, match=r"unknown option\(s\) \['warmup'\]"):
+        make_pruner("median", {"warmup": 2})
+    patient = make_pruner(
+        "patient", {"patience": 2, "wrapped": {"name": "percentile", "options": {"percentile": 25}}}
+    )
+    assert type(patient).__name__ == "PatientPruner"
+    with pytest.raises(SpecError, match="patience: required"):
+        make_pruner("patient", {})
+    with pytest.raises(SpecError, match=r"spec\.pruner\.options"):
+        make_pruner("threshold", {"lower": "high"})
+
+
+def test_median_pruner_picks_the_bad_running_trial() -> None:
+    s = parse(
+        {
+            "objective": {"metric": "acc"},
+            "parameters": [{"name": "x", "float": {"low": 0, "high": 1}}],
+            "pruner": {"name": "median", "options": {"nStartupTrials": 2, "nWarmupSteps": 0}},
+            "budget": {"maxTrials": 10},
+            "trialTemplate": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}},
+        }
+    )
+    model = StudyModel(s)
+    done = [
+        TrialView(
+            f"s-{i}",
+            "u",
+            i,
+            {"x": 0.5},
+            TrialStatus(phase="Completed", value=0.9, intermediate=[(1, 0.8), (2, 0.9)]),
+            True,
+        )
+        for i in range(3)
+    ]
+    model = StudyModel.rebuild(s, done)
+    asked = model.ask(2)
+    for n, (t, _) in zip((3, 4), asked, strict=True):
+        model.adopt(n, t)
+    running = [
+        TrialView(
+            "s-3", "u", 3, asked[0][1], TrialStatus(phase="Running", intermediate=[(1, 0.1)]), True
+        ),
+        TrialView(
+            "s-4", "u", 4, asked[1][1], TrialStatus(phase="Running", intermediate=[(1, 0.85)]), True
+        ),
+    ]
+    model.sync(running)
+    assert model.to_prune() == [3]
+
+
+def test_warm_start_trials_teach_the_sampler_but_are_not_this_studys() -> None:
+    s = spec()
+    other = [
+        TrialView(
+            f"o-{i}",
+            "u",
+            i,
+            {"opt": "adam", "lr": 0.01 * (i + 1), "layers": 2},
+            TrialStatus(phase="Completed", value=0.1 * i),
+            True,
+        )
+        for i in range(5)
+    ]
+    model = StudyModel.rebuild(s, [], warm=other)
+    assert model.learned() == 0
+    assert model.study.best_value == 0.4
+    assert len(model.study.trials) == 5
+
+
+def test_enqueued_configurations_come_first() -> None:
+    model = StudyModel(spec())
+    fixed = [{"opt": "sgd", "lr": 0.5, "momentum": 0.3, "layers": 2}]
+    asked = model.ask(2, fixed)
+    assert asked[0][1] == fixed[0]
+    assert asked[1][1] != fixed[0]
+
+
+def test_importance_after_enough_trials() -> None:
+    model = StudyModel(spec({"name": "random", "seed": 1}))
+    views = []
+    for n, (t, p) in enumerate(model.ask(12)):
+        model.adopt(n, t)
+        value = p["layers"] * 1.0  # only depth matters
+        views.append(
+            TrialView(f"s-{n}", "u", n, p, TrialStatus(phase="Completed", value=value), True)
+        )
+    model.sync(views)
+    imp = model.importance()
+    assert max(imp, key=lambda k: imp[k]) == "layers"

@@ -38,42 +38,26 @@ def _camel_to_snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
 
 
-def grid_space(spec: StudySpec) -> dict[str, list[Any]]:
-    """The full grid, or SpecError if a parameter cannot be enumerated."""
-    grid: dict[str, list[Any]] = {}
-    for p in spec.parameters:
-        if p.when is not None:
-            raise SpecError(f"spec.sampler: grid cannot search conditional parameter {p.name!r}")
-        if p.categorical is not None:
-            grid[p.name] = list(p.categorical.choices)
-        elif p.int is not None:
-            grid[p.name] = list(range(p.int.low, p.int.high + 1, p.int.step))
-        elif p.float is not None and (step := p.float.step) is not None:
-            f = p.float
-            n = round((f.high - f.low) / step)
-            grid[p.name] = [round(f.low + i * step, 12) for i in range(n + 1)]
-        else:
-            raise SpecError(
-                f"spec.sampler: grid cannot enumerate float parameter {p.name!r}; give it a "
-                "step, or use random, qmc or tpe"
-            )
-    return grid
+def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    """The Study's sampler, with its startup phase if it has one; SpecError on bad options."""
+    main = _sampler(spec, spec.sampler.name, spec.sampler.options, spec.sampler.seed)
+    startup = spec.sampler.startup
+    if startup is None:
+        return main
+    first = _sampler(spec, startup.name, startup.options, spec.sampler.seed)
+    return PhasedSampler(first, main, startup.trials)
 
 
-def grid_size(spec: StudySpec) -> int:
-    size = 1
-    for values in grid_space(spec).values():
-        size *= len(values)
-    return size
-
-
-def make_sampler(spec: StudySpec, cfg: Sampler | None = None) -> optuna.samplers.BaseSampler:
-    """An Optuna sampler from the Study's sampler section; SpecError on bad options."""
-    cfg = cfg or spec.sampler
+def _sampler(
+    spec: StudySpec, name: str, raw_options: dict[str, Any], seed: int | None
+) -> optuna.samplers.BaseSampler:
+    cfg = Sampler(name=name, seed=seed, options=raw_options)  # type: ignore[arg-type]
     options = {_camel_to_snake(k): v for k, v in cfg.options.items()}
+    if cfg.name == "gp":
+        _need_torch()
     if cfg.name == "grid":
         factory: Callable[..., optuna.samplers.BaseSampler] = optuna.samplers.GridSampler
-        kwargs: dict[str, Any] = {"search_space": grid_space(spec), "seed": cfg.seed}
+        kwargs: dict[str, Any] = {"search_space": space.grid_space(spec), "seed": cfg.seed}
     else:
         factory = _FACTORIES[cfg.name]
         kwargs = {"seed": cfg.seed}
@@ -94,6 +78,113 @@ def make_sampler(spec: StudySpec, cfg: Sampler | None = None) -> optuna.samplers
         return factory(**kwargs)
     except (TypeError, ValueError) as e:
         raise SpecError(f"spec.sampler.options: {e}") from None
+
+
+def _need_torch() -> None:
+    try:
+        import torch  # noqa: F401, PLC0415 - only to say clearly that it is missing
+    except ImportError:
+        raise SpecError(
+            "spec.sampler.name: gp needs PyTorch in the operator's environment "
+            "(pip install 'kubetune[gp]'); use tpe, qmc or random otherwise"
+        ) from None
+
+
+class PhasedSampler(optuna.samplers.BaseSampler):
+    """Explore, then exploit: trials numbered below `switch` come from `first`.
+
+    Optuna numbers trials in creation order, and the operator rebuilds a study from
+    its Trials in number order, so the phase of a trial survives a restart.
+    """
+
+    def __init__(
+        self, first: optuna.samplers.BaseSampler, then: optuna.samplers.BaseSampler, switch: int
+    ) -> None:
+        self.first, self.then, self.switch = first, then, switch
+
+    def _for(self, trial: optuna.trial.FrozenTrial) -> optuna.samplers.BaseSampler:
+        return self.first if trial.number < self.switch else self.then
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial
+    ) -> dict[str, optuna.distributions.BaseDistribution]:
+        result: dict[str, optuna.distributions.BaseDistribution] = self._for(
+            trial
+        ).infer_relative_search_space(study, trial)
+        return result
+
+    def sample_relative(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        search_space: dict[str, optuna.distributions.BaseDistribution],
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._for(trial).sample_relative(study, trial, search_space)
+        return result
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        param_name: str,
+        param_distribution: optuna.distributions.BaseDistribution,
+    ) -> Any:
+        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self._for(trial).before_trial(study, trial)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._for(trial).after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.first.reseed_rng()
+        self.then.reseed_rng()
+
+
+_PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
+    "none": optuna.pruners.NopPruner,
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "successive-halving": optuna.pruners.SuccessiveHalvingPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "patient": optuna.pruners.PatientPruner,
+    "threshold": optuna.pruners.ThresholdPruner,
+}
+
+
+def make_pruner(
+    name: str, raw_options: dict[str, Any], where: str = "spec.pruner"
+) -> optuna.pruners.BasePruner:
+    """An Optuna pruner by name; `patient` wraps another: options {wrapped: {name, options}}."""
+    options = {_camel_to_snake(k): v for k, v in raw_options.items()}
+    factory = _PRUNERS[name]
+    if name == "patient":
+        wrapped = options.pop("wrapped", None) or {"name": "median"}
+        if not isinstance(wrapped, dict) or wrapped.get("name") not in _PRUNERS:
+            raise SpecError(f"{where}.options.wrapped: name one of {sorted(_PRUNERS)}")
+        options["wrapped_pruner"] = make_pruner(
+            wrapped["name"], wrapped.get("options") or {}, f"{where}.options.wrapped"
+        )
+        if "patience" not in options:
+            raise SpecError(f"{where}.options.patience: required for the patient pruner")
+    allowed = set(inspect.signature(factory).parameters)
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        shown = sorted(a for a in allowed if a != "wrapped_pruner")
+        raise SpecError(
+            f"{where}.options: unknown option(s) {unknown} for pruner {name!r}; valid: {shown}"
+        )
+    try:
+        return factory(**options)
+    except (TypeError, ValueError) as e:
+        raise SpecError(f"{where}.options: {e}") from None
 
 
 def directions(spec: StudySpec) -> list[Literal["minimize", "maximize"]]:
@@ -120,23 +211,49 @@ class StudyModel:
 
     def __init__(self, spec: StudySpec) -> None:
         self.spec = spec
-        self.study = optuna.create_study(directions=directions(spec), sampler=make_sampler(spec))
+        self.study = optuna.create_study(
+            directions=directions(spec),
+            sampler=make_sampler(spec),
+            pruner=make_pruner(spec.pruner.name, spec.pruner.options),
+        )
         self.live: dict[int, optuna.Trial] = {}  # Trial number -> running Optuna trial
         self.reported: dict[int, set[int]] = {}  # Trial number -> steps reported
         self.numbers: set[int] = set()  # every Trial number the study knows
+        self.warm = 0  # warm-start trials from another Study
+        self.multi = len(spec.all_objectives) > 1
 
     @classmethod
-    def rebuild(cls, spec: StudySpec, trials: Sequence[TrialView]) -> StudyModel:
+    def rebuild(
+        cls,
+        spec: StudySpec,
+        trials: Sequence[TrialView],
+        warm: Sequence[TrialView] = (),
+    ) -> StudyModel:
+        """The study as the Trials say it is; `warm` are another Study's finished trials."""
         model = cls(spec)
+        for view in warm:
+            model.study.add_trial(model._frozen(view, {"kubetune_warm_start": view.name}))
+        model.warm = len(warm)
         for view in sorted(trials, key=lambda t: t.number):
             model._add(view)
         return model
 
-    def _add(self, view: TrialView) -> None:
+    def _frozen(self, view: TrialView, attrs: dict[str, Any]) -> optuna.trial.FrozenTrial:
         state = _state(view)
-        dists = space.distributions_for(self.spec.parameters, view.params)
-        intermediate = {s: v for s, v in view.status.intermediate}
-        if state == TrialState.RUNNING:
+        return optuna.trial.create_trial(
+            params=view.params,
+            distributions=space.distributions_for(self.spec.parameters, view.params),
+            values=_values(view) if state == TrialState.COMPLETE else None,
+            state=state,
+            intermediate_values={} if self.multi else dict(view.status.intermediate),
+            user_attrs=attrs,
+        )
+
+    def _add(self, view: TrialView) -> None:
+        self.numbers.add(view.number)
+        if view.source == "repeat":
+            return  # seed repeats measure variance; they are not search history
+        if _state(view) == TrialState.RUNNING:
             self.study.enqueue_trial(view.params, skip_if_exists=False)
             trial = self.study.ask()
             space.sample(trial, self.spec.parameters)
@@ -144,24 +261,13 @@ class StudyModel:
             self.reported[view.number] = set()
             self.report(view)
         else:
-            values = _values(view) if state == TrialState.COMPLETE else None
-            self.study.add_trial(
-                optuna.trial.create_trial(
-                    params=view.params,
-                    distributions=dists,
-                    values=values,
-                    state=state,
-                    intermediate_values=intermediate,
-                    user_attrs={"kubetune_trial": view.name},
-                )
-            )
-        self.numbers.add(view.number)
+            self.study.add_trial(self._frozen(view, {"kubetune_trial": view.name}))
 
     def report(self, view: TrialView) -> None:
         """Pass a running trial's new intermediate values to Optuna (for pruners)."""
         trial = self.live.get(view.number)
-        if trial is None:
-            return
+        if trial is None or self.multi:
+            return  # Optuna keeps no intermediate values for several objectives
         done = self.reported.setdefault(view.number, set())
         for step, value in view.status.intermediate:
             if step not in done and finite(value):
@@ -190,13 +296,37 @@ class StudyModel:
             told.append(view.number)
         return told
 
-    def ask(self, count: int) -> list[tuple[optuna.Trial, dict[str, Any]]]:
-        """Propose `count` new trials (blocking: run it off the event loop)."""
+    def ask(
+        self, count: int, fixed: Sequence[dict[str, Any]] = ()
+    ) -> list[tuple[optuna.Trial, dict[str, Any]]]:
+        """Propose `count` new trials, the `fixed` configurations first (blocking)."""
         out = []
-        for _ in range(count):
+        for i in range(count):
+            if i < len(fixed):
+                self.study.enqueue_trial(fixed[i], skip_if_exists=False)
             trial = self.study.ask()
             out.append((trial, space.sample(trial, self.spec.parameters)))
         return out
+
+    def to_prune(self) -> list[int]:
+        """Running trials the pruner would stop now (after their latest report)."""
+        return [n for n, t in self.live.items() if self.reported.get(n) and t.should_prune()]
+
+    def importance(self) -> dict[str, float]:
+        """fANOVA importance of each parameter; {} until there is enough to say."""
+        done = [t for t in self.study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        if len(done) < 4 or len(self.study.directions) > 1:
+            return {}
+        try:
+            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+            scores = optuna.importance.get_param_importances(self.study, evaluator=evaluator)
+        except (RuntimeError, ValueError):
+            return {}  # e.g. a single distinct value per parameter so far
+        return {k: round(float(v), 4) for k, v in scores.items()}
+
+    def skip(self, number: int) -> None:
+        """A Trial that is not search history (a seed repeat): known, never told."""
+        self.numbers.add(number)
 
     def adopt(self, number: int, trial: optuna.Trial) -> None:
         """The Trial object for `trial` now exists with this number."""
@@ -205,5 +335,6 @@ class StudyModel:
         self.numbers.add(number)
 
     def learned(self) -> int:
-        """Finished trials the sampler has learned from (complete, pruned or failed)."""
-        return sum(t.state.is_finished() for t in self.study.get_trials(deepcopy=False))
+        """Finished trials of this Study the sampler has learned from (not warm-start ones)."""
+        trials = self.study.get_trials(deepcopy=False)
+        return sum(t.state.is_finished() for t in trials) - self.warm
