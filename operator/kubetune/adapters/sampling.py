@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -182,7 +183,10 @@ def make_pruner(
             f"{where}.options: unknown option(s) {unknown} for pruner {name!r}; valid: {shown}"
         )
     try:
-        return factory(**options)
+        with warnings.catch_warnings():
+            # PatientPruner is marked experimental upstream; we support it deliberately.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return factory(**options)
     except (TypeError, ValueError) as e:
         raise SpecError(f"{where}.options: {e}") from None
 
