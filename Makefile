@@ -73,5 +73,8 @@ lint: python-deps ## ruff and mypy (strict)
 	$(PY) -m ruff format --check operator hack tests bench
 	$(PY) -m mypy
 
+bench: python-deps ## benchmarks (JSON under bench/results/)
+	$(PY) bench/trainer_throughput.py
+
 clean: cluster-down ## stop the cluster and remove its state
 	rm -rf .localcluster

@@ -1,53 +1,125 @@
-"""python -m kubetune_trainer --lr 0.01 --layers 2 ... : one trial of a kubetune Study.
+"""python -m kubetune_trainer [options]: one trial of a kubetune Study.
 
-Reports val_accuracy and val_loss every epoch (kubetune.trial.report). A loss
-that becomes NaN or infinite is reported as such (the trial is Diverged) and the
-run stops. SIGTERM (pruned or preempted) ends the run after the current batch,
-with a final report and exit code 0.
+Every knob of the tuning literature is a flag, so a Study can search over it:
+optimizer and its hyperparameters, learning-rate schedule (with warm-up),
+initialisation, model shape, batch size, epochs. `--mode lr-range-test` runs the
+learning-rate range test instead of training. Values are reported every epoch
+through kubetune.trial (val_accuracy, val_loss, train_loss, lr, samples_per_second).
+
+An empty value (an inactive conditional parameter, `--momentum=`) means "not set".
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import json
 import sys
-import time
+from collections.abc import Callable
+from typing import Any
 
-import torch
-from torch import nn
-from torch.utils.data import DataLoader
-
-from kubetune import trial
-from kubetune_trainer import data
+from kubetune_trainer.models import ACTIVATIONS, INITS
+from kubetune_trainer.optim import OPTIMIZERS
+from kubetune_trainer.schedules import SCHEDULES
 
 
-def _maybe(kind: type[float] | type[int]) -> object:
+def _maybe(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     """An argument type that reads "" as "not given" (an inactive conditional parameter)."""
 
-    def parse(text: str) -> float | int | None:
+    def parse(text: str) -> Any:
         return kind(text) if text.strip() else None
 
-    parse.__name__ = kind.__name__
+    parse.__name__ = getattr(kind, "__name__", "value")
     return parse
 
 
+def boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def schedule_param(text: str) -> tuple[str, Any]:
+    """KEY=VALUE; VALUE is JSON if it parses (numbers, lists, booleans), else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    if not raw.strip():
+        return key.replace("-", "_"), None  # an inactive conditional parameter: not set
+    try:
+        return key.replace("-", "_"), json.loads(raw)
+    except ValueError:
+        return key.replace("-", "_"), raw
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kubetune_trainer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    f, i, b, s = _maybe(float), _maybe(int), _maybe(boolean), _maybe(str)
+    p.add_argument("--mode", choices=["train", "lr-range-test"], default="train")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=["digits", "synthetic", "file"], default="digits")
+    g.add_argument("--data-path", type=s, default=None, help="file: an .npz (x, y) or .pt dataset")
+    g.add_argument("--samples", type=i, default=2000, help="synthetic: samples")
+    g.add_argument("--features", type=i, default=32, help="synthetic: features")
+    g.add_argument("--classes", type=i, default=4, help="synthetic: classes")
+    g.add_argument("--noise", type=f, default=0.5, help="synthetic: noise")
+    g.add_argument("--val-split", type=f, default=0.2)
+    g.add_argument("--data-seed", type=i, default=0, help="seed of the data and its split")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
+    g.add_argument("--layers", type=i, default=2, help="mlp: hidden layers; cnn: conv blocks")
+    g.add_argument("--width", type=i, default=64, help="mlp: units per layer")
+    g.add_argument("--channels", type=i, default=16, help="cnn: channels of the first block")
+    g.add_argument("--dropout", type=f, default=0.0)
+    g.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu")
+    g.add_argument("--init", choices=INITS, default="default")
+    g.add_argument("--init-std", type=f, default=0.01, help="init normal: the std")
+    g = p.add_argument_group("optimizer")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    g.add_argument("--lr", type=f, default=0.05)
+    g.add_argument("--momentum", type=f, default=0.9, help="sgd")
+    g.add_argument("--nesterov", type=b, default=False, help="sgd: true or false")
+    g.add_argument("--weight-decay", type=f, default=0.0)
+    g.add_argument("--beta1", type=f, default=0.9, help="adam, adamw, nadam")
+    g.add_argument("--beta2", type=f, default=0.999, help="adam, adamw, nadam")
+    g.add_argument("--eps", type=f, default=1e-8, help="adam, adamw, nadam")
+    g = p.add_argument_group("schedule")
+    g.add_argument("--schedule", choices=SCHEDULES, default="constant")
+    g.add_argument(
+        "--schedule-param",
+        type=schedule_param,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="e.g. gamma=0.5, milestones=[3,6] (repeatable)",
+    )
+    g.add_argument("--schedule-unit", choices=["epoch", "batch"], default="epoch")
+    g.add_argument("--warmup-steps", type=i, default=0, help="linear warm-up length (units)")
+    g.add_argument("--warmup-start-lr", type=f, default=0.0)
+    g = p.add_argument_group("run")
+    g.add_argument("--batch-size", type=i, default=64)
+    g.add_argument("--epochs", type=i, default=10)
+    g.add_argument("--seed", type=i, default=None, help="default: the trial's seed")
+    g.add_argument("--checkpoint-dir", type=s, default=None, help="save every epoch; resume")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    g.add_argument("--bf16", type=b, default=None, help="bf16 autocast (default: on CUDA)")
+    g.add_argument("--compile", type=b, default=False, help="torch.compile the model")
+    g = p.add_argument_group("lr-range-test")
+    g.add_argument("--range-min-lr", type=f, default=1e-5)
+    g.add_argument("--range-max-lr", type=f, default=10.0)
+    g.add_argument("--range-steps", type=i, default=100)
+    g.add_argument("--range-plot", type=s, default=None, help="write the plot (SVG) here")
+    return p
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="kubetune_trainer", description=__doc__)
-    p.add_argument("--dataset", choices=["digits", "synthetic"], default="digits")
-    p.add_argument("--samples", type=int, default=2000, help="synthetic: number of samples")
-    p.add_argument("--noise", type=float, default=0.5, help="synthetic: noise level")
-    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd")
-    p.add_argument("--lr", type=_maybe(float), default=0.05)
-    p.add_argument("--momentum", type=_maybe(float), default=0.9)
-    p.add_argument("--weight-decay", type=_maybe(float), default=0.0)
-    p.add_argument("--layers", type=_maybe(int), default=2, help="hidden layers")
-    p.add_argument("--width", type=_maybe(int), default=64, help="units per hidden layer")
-    p.add_argument("--dropout", type=_maybe(float), default=0.0)
-    p.add_argument("--batch-size", type=_maybe(int), default=64)
-    p.add_argument("--epochs", type=_maybe(int), default=10)
-    p.add_argument("--val-split", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=None, help="default: the trial's seed")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the data split")
+    p = parser()
     args = p.parse_args(argv)
     for action in p._actions:  # "" (not given) falls back to the default
         if getattr(args, action.dest, 0) is None and action.default is not None:
@@ -55,81 +127,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def mlp(inputs: int, classes: int, layers: int, width: int, dropout: float) -> nn.Module:
-    blocks: list[nn.Module] = []
-    size = inputs
-    for _ in range(layers):
-        blocks += [nn.Linear(size, width), nn.ReLU(), nn.Dropout(dropout)]
-        size = width
-    blocks.append(nn.Linear(size, classes))
-    return nn.Sequential(*blocks)
-
-
-def optimizer(args: argparse.Namespace, params: object) -> torch.optim.Optimizer:
-    if args.optimizer == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=args.lr,
-            momentum=args.momentum,  # type: ignore[arg-type]
-            weight_decay=args.weight_decay,
-        )
-    cls = torch.optim.Adam if args.optimizer == "adam" else torch.optim.AdamW
-    return cls(params, lr=args.lr, weight_decay=args.weight_decay)  # type: ignore[arg-type]
-
-
-def evaluate(model: nn.Module, loader: DataLoader[tuple[torch.Tensor, ...]]) -> tuple[float, float]:
-    model.eval()
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    total, correct, loss = 0, 0, 0.0
-    with torch.no_grad():
-        for x, y in loader:
-            out = model(x)
-            loss += float(loss_fn(out, y))
-            correct += int((out.argmax(1) == y).sum())
-            total += len(y)
-    return correct / total, loss / total
-
-
 def main(argv: list[str] | None = None) -> int:
+    from kubetune_trainer import train  # noqa: PLC0415 - torch loads only after --help
+
     args = parse_args(argv)
-    trial.install_sigterm_handler()
-    seed = args.seed if args.seed is not None else trial.seed(0)
-    torch.manual_seed(seed)
-    if args.dataset == "digits":
-        x, y, classes = data.digits()
-    else:
-        x, y, classes = data.synthetic(args.samples, noise=args.noise, seed=args.data_seed)
-    train_set, val_set = data.split(x, y, args.val_split, args.data_seed)
-    train = DataLoader(train_set, batch_size=args.batch_size, shuffle=True)
-    val = DataLoader(val_set, batch_size=512)
-    model = mlp(x.shape[1], classes, args.layers, args.width, args.dropout)
-    opt = optimizer(args, model.parameters())
-    loss_fn = nn.CrossEntropyLoss()
-    print(f"trial {trial.trial_name() or '(local)'}: {vars(args)} seed={seed}", flush=True)
-    for epoch in range(1, args.epochs + 1):
-        model.train()
-        t0 = time.monotonic()
-        for xb, yb in train:
-            opt.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            if not math.isfinite(float(loss.detach())):
-                print(
-                    f"epoch {epoch}: loss is {float(loss.detach())}; the run diverged", flush=True
-                )
-                trial.report(epoch, val_accuracy=float("nan"), val_loss=float("nan"))
-                return 0
-            loss.backward()
-            opt.step()
-            if trial.should_stop():
-                break
-        acc, val_loss = evaluate(model, val)
-        rate = len(train_set) / max(time.monotonic() - t0, 1e-9)
-        trial.report(epoch, val_accuracy=acc, val_loss=val_loss, samples_per_second=rate)
-        print(f"epoch {epoch}: val_accuracy={acc:.4f} val_loss={val_loss:.4f}", flush=True)
-        if trial.should_stop():
-            print("SIGTERM: stopping after this epoch's report", flush=True)
-            break
-    return 0
+    try:
+        return train.run(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"kubetune_trainer: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
