@@ -18,7 +18,7 @@ KUBECTL    = $(shell bash hack/build-k8s.sh 2>/dev/null)/kubectl
 PROM_URL   = $(shell cat .localcluster/prometheus-url 2>/dev/null)
 
 .PHONY: help setup system-deps python-deps binaries cluster cluster-down cluster-status \
-        install uninstall run demo test unit lint bench clean
+        install uninstall run demo test unit lint bench clean chart-crds
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -36,9 +36,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-binaries: ## build (once, cached in ~/.cache/kubetune) the Kubernetes and Prometheus binaries
+binaries: ## build (once, cached in ~/.cache/kubetune) Kubernetes, Prometheus and Helm
 	@bash hack/build-k8s.sh >/dev/null
 	@bash hack/build-prometheus.sh >/dev/null
+	@bash hack/build-helm.sh >/dev/null
 
 cluster: setup ## start the local cluster (kubeconfig: .localcluster/kubeconfig)
 	@$(LOCAL) up
@@ -68,10 +69,15 @@ test: setup ## run all tests; starts the local cluster if it is not running, sto
 unit: python-deps ## only the tests that need no cluster
 	$(PY) -m pytest -m "not cluster"
 
-lint: python-deps ## ruff and mypy (strict)
-	$(PY) -m ruff check operator hack tests bench
-	$(PY) -m ruff format --check operator hack tests bench
+lint: python-deps binaries ## ruff, mypy (strict), hadolint, helm lint
+	$(PY) -m ruff check operator hack tests bench trainer-image
+	$(PY) -m ruff format --check operator hack tests bench trainer-image
 	$(PY) -m mypy
+	$(VENV)/bin/hadolint trainer-image/Dockerfile operator/Dockerfile
+	$$(bash hack/build-helm.sh 2>/dev/null)/helm lint --strict charts/kubetune
+
+chart-crds: ## copy crds/ into the chart (a test checks they match)
+	cp crds/*.yaml charts/kubetune/crds/
 
 bench: python-deps ## benchmarks (JSON under bench/results/)
 	$(PY) bench/trainer_throughput.py

@@ -1,18 +1,32 @@
-"""python -m kubetune [--namespace NS ...]: run the operator (cluster-wide by default)."""
+"""python -m kubetune [--namespace NS ...]: run the operator (cluster-wide by default).
+
+Configuration comes from the environment (the Helm chart sets it):
+KUBETUNE_PROMETHEUS_URL, KUBETUNE_NAMESPACES (comma-separated), KUBETUNE_LOG_LEVEL,
+KUBETUNE_LEADER_ELECTION (true: hold a Lease before acting; with POD_NAMESPACE and
+POD_NAME), KUBETUNE_OPERATOR_METRICS_PORT (serve the operator's metrics),
+KUBETUNE_TRIAL_METRICS_PORT, KUBETUNE_STOP_GRACE_SECONDS, KUBETUNE_RESYNC_SECONDS,
+KUBETUNE_RESTRICTED_TRIALS (false: leave trial pods' securityContext as templated).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import socket
 
 import kopf
+from prometheus_client import start_http_server
 
 import kubetune.handlers  # noqa: F401  (registers the handlers)
+from kubetune.adapters.kube import load_config
+from kubetune.leader import LeaderElector
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="kubetune", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="kubetune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--namespace",
         "-n",
@@ -25,14 +39,31 @@ def main() -> None:
     namespaces = args.namespace or [
         ns for ns in os.environ.get("KUBETUNE_NAMESPACES", "").split(",") if ns
     ]
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
+    level = "DEBUG" if args.verbose else os.environ.get("KUBETUNE_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":
         # One INFO line per handler call is noise; our own log says what happened.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces)
+    port = int(os.environ.get("KUBETUNE_OPERATOR_METRICS_PORT", "0") or 0)
+    if port:
+        start_http_server(port, addr=os.environ.get("POD_IP", "0.0.0.0"))  # noqa: S104
+    if os.environ.get("KUBETUNE_LEADER_ELECTION", "").lower() == "true":
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        elector = LeaderElector(
+            load_config(),
+            os.environ.get("POD_NAMESPACE", "default"),
+            os.environ.get("KUBETUNE_LEASE_NAME", "kubetune-operator"),
+            identity,
+            lease_seconds=int(os.environ.get("KUBETUNE_LEASE_SECONDS", "15")),
+        )
+        elector.acquire()
+        elector.keep()
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=os.environ.get("KUBETUNE_LIVENESS_ENDPOINT") or None,
+    )
 
 
 if __name__ == "__main__":

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from kubetune import lifecycle, render
+from kubetune import lifecycle, metrics, render
 from kubetune.adapters.kube import Kube, Observed
 from kubetune.adapters.prom import Prometheus, PrometheusError
 from kubetune.adapters.sampling import StudyModel
@@ -50,6 +51,8 @@ class Settings:
     prometheus_url: str | None = None
     metrics_port: int = render.DEFAULT_METRICS_PORT
     stop_grace_seconds: int = 30
+    # Fill in the restricted Pod Security settings a trial template leaves unset.
+    restricted_trials: bool = True
 
 
 def _ts(text: str | None) -> datetime | None:
@@ -137,6 +140,8 @@ class Reconciler:
         self.prom = Prometheus(settings.prometheus_url) if settings.prometheus_url else None
         self.models: dict[str, StudyModel] = {}  # by Study uid
         self.importance_at: dict[str, float] = {}  # by Study uid: monotonic time of last fit
+        self.validated: dict[str, int] = {}  # by Study uid: the generation whose template passed
+        self.freed: dict[str, list[float]] = {}  # by Study uid: when trial slots freed
         self.running: set[Key] = set()
         self.last_error: dict[Key, str] = {}
         self.dirty: set[Key] = set()
@@ -192,11 +197,17 @@ class Reconciler:
     def forget(self, uid: str) -> None:
         self.models.pop(uid, None)
         self.importance_at.pop(uid, None)
+        self.validated.pop(uid, None)
+        self.freed.pop(uid, None)
 
     # -- one pass --------------------------------------------------------------------------
 
     async def reconcile(self, namespace: str, name: str) -> bool:
         """One pass; returns True if another pass should follow at once."""
+        with metrics.RECONCILE.time():
+            return await self._reconcile(namespace, name)
+
+    async def _reconcile(self, namespace: str, name: str) -> bool:
         obs = await self._io(self.kube.observe, namespace, name)
         if obs is None:
             return False
@@ -210,9 +221,12 @@ class Reconciler:
             views = await self._observe_trials(spec, obs, now)
             model = await self._model(uid, spec, views, obs)
             grid = grid_size(spec) if spec.sampler.name == "grid" else None
+            await self._validate_template(spec, obs, generation)
         except SpecError as e:
             self.forget(uid)
-            await self._write_study(obs, status, invalid(status, str(e), generation, now))
+            result = invalid(status, str(e), generation, now)
+            await self._write_study(obs, status, result)
+            metrics.record_study(uid, result.status["phase"], status.get("trials"))
             return False
         await self._io(model.sync, views)
         numbers = {v.number: v.name for v in views}
@@ -224,7 +238,35 @@ class Reconciler:
         await self._importance(uid, model, status, result)
         again = await self._act(spec, obs, model, views, result, now)
         await self._write_study(obs, status, result)
+        metrics.record_study(uid, result.status["phase"], result.status["trials"])
         return again
+
+    def _job(
+        self,
+        spec: StudySpec,
+        ident: render.TrialIdentity,
+        params: dict[str, Any],
+        owner: render.Owner,
+    ) -> dict[str, Any]:
+        return render.render_job(
+            spec, ident, params, owner, self.settings.metrics_port, self.settings.restricted_trials
+        )
+
+    async def _validate_template(self, spec: StudySpec, obs: Observed, generation: int) -> None:
+        """Dry-run the trial Job and pod once per generation: refusals become Invalid."""
+        meta = obs.study["metadata"]
+        if self.validated.get(meta["uid"]) == generation:
+            return
+        ident = render.TrialIdentity(meta["namespace"], meta["name"], 0, 0)
+        owner = render.Owner(kind="Study", name=meta["name"], uid=meta["uid"])
+        job = self._job(spec, ident, render.sample_params(spec), owner)
+        job["metadata"]["name"] = f"{meta['name']}-validate"
+        refusal = await self._io(self.kube.validate, job, render.dry_run_pod(job))
+        if refusal:
+            raise SpecError(
+                f"spec.trialTemplate: the API server refuses the trial's pod: {refusal}"
+            )
+        self.validated[meta["uid"]] = generation
 
     async def _importance(
         self, uid: str, model: StudyModel, status: dict[str, Any], result: Plan
@@ -323,6 +365,7 @@ class Reconciler:
                         self.prom.intermediate, ns, name, objectives[0], started, now
                     )
                 except PrometheusError as e:
+                    metrics.PROMETHEUS_ERRORS.inc()
                     log.warning("%s", e)
             new = lifecycle.observe(
                 current,
@@ -343,6 +386,7 @@ class Reconciler:
                     new.to_k8s(),
                 )
                 if new.phase != current.phase and new.terminal:
+                    self.freed.setdefault(obs.study["metadata"]["uid"], []).append(time.monotonic())
                     await self._trial_event(obs.study, name, new)
             views.append(
                 TrialView(
@@ -389,11 +433,9 @@ class Reconciler:
                 ident = render.TrialIdentity(
                     meta["namespace"], meta["name"], view.number, _seed(spec, view.number)
                 )
-                job = render.render_job(
-                    spec, ident, view.params, trial_owner, self.settings.metrics_port
-                )
-                await self._io(self.kube.create, job)
+                await self._io(self.kube.create, self._job(spec, ident, view.params, trial_owner))
             elif isinstance(action, StopTrial):
+                self.freed.setdefault(meta["uid"], []).append(time.monotonic())
                 view = by_name[action.trial]
                 stopped = lifecycle.stopped(
                     view.status, action.phase, action.reason, action.message, now
@@ -451,8 +493,10 @@ class Reconciler:
             trial_owner = render.Owner(
                 kind="Trial", name=ident.name, uid=created["metadata"]["uid"]
             )
-            job = render.render_job(spec, ident, params, trial_owner, self.settings.metrics_port)
-            await self._io(self.kube.create, job)
+            await self._io(self.kube.create, self._job(spec, ident, params, trial_owner))
+            freed = self.freed.get(meta["uid"])
+            if freed:
+                metrics.TRIAL_CREATION.observe(time.monotonic() - freed.pop(0))
             await self._io(
                 self.kube.event,
                 study,

@@ -121,12 +121,31 @@ def trial_env(
     ]
 
 
+def restrict(pod: dict[str, Any]) -> None:
+    """Fill in the `restricted` Pod Security level's settings the template left unset.
+
+    Never overrides: a template that sets runAsNonRoot: false, a capability or a
+    privileged container keeps it (and a restricted namespace will refuse it, which
+    the operator reports). Privileged containers get no allowPrivilegeEscalation,
+    which the API server would reject next to privileged: true.
+    """
+    pod_sc = pod.setdefault("securityContext", {})
+    pod_sc.setdefault("runAsNonRoot", True)
+    pod_sc.setdefault("seccompProfile", {"type": "RuntimeDefault"})
+    for container in [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]:
+        sc = container.setdefault("securityContext", {})
+        if not sc.get("privileged"):
+            sc.setdefault("allowPrivilegeEscalation", False)
+        sc.setdefault("capabilities", {"drop": ["ALL"]})
+
+
 def render_job(
     spec: StudySpec,
     ident: TrialIdentity,
     params: dict[str, Any],
     owner: Owner,
     metrics_port: int = DEFAULT_METRICS_PORT,
+    restricted: bool = True,
 ) -> dict[str, Any]:
     """The batch/v1 Job of one trial."""
     job_spec: dict[str, Any] = substitute(
@@ -143,6 +162,8 @@ def render_job(
     }
     pod = template.setdefault("spec", {})
     pod.setdefault("restartPolicy", "Never")
+    if restricted:
+        restrict(pod)
     env = trial_env(spec, ident, params, metrics_port)
     for container in pod.get("containers") or []:
         own = {e.get("name") for e in container.get("env") or []}
@@ -185,6 +206,36 @@ def render_trial(
             "seed": ident.seed,
             "source": source,
         },
+    }
+
+
+def sample_params(spec: StudySpec) -> dict[str, Any]:
+    """Representative values (for validating the rendered template before any trial)."""
+    values: dict[str, Any] = {}
+    for p in spec.parameters:
+        if p.when is not None and values.get(p.when.parameter) not in p.when.in_:
+            continue
+        if p.categorical is not None:
+            values[p.name] = p.categorical.choices[0]
+        elif p.int is not None:
+            values[p.name] = p.int.low
+        elif p.float is not None:
+            values[p.name] = p.float.low
+    return values
+
+
+def dry_run_pod(job: dict[str, Any]) -> dict[str, Any]:
+    """The pod the Job controller would create, for a server-side dry run (Pod Security)."""
+    template = job["spec"]["template"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{job['metadata']['name']}-validate",
+            "namespace": job["metadata"]["namespace"],
+            "labels": dict(template.get("metadata", {}).get("labels") or {}),
+        },
+        "spec": template["spec"],
     }
 
 

@@ -26,6 +26,7 @@ class OperatorConfig:
     metrics_port: int
     resync_seconds: float
     stop_grace_seconds: int
+    restricted_trials: bool
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -34,6 +35,8 @@ class OperatorConfig:
             metrics_port=int(os.environ.get("KUBETUNE_TRIAL_METRICS_PORT", "9090")),
             resync_seconds=float(os.environ.get("KUBETUNE_RESYNC_SECONDS", "5")),
             stop_grace_seconds=int(os.environ.get("KUBETUNE_STOP_GRACE_SECONDS", "30")),
+            restricted_trials=os.environ.get("KUBETUNE_RESTRICTED_TRIALS", "true").lower()
+            != "false",
         )
 
 
@@ -58,5 +61,6 @@ def build_reconciler(config: OperatorConfig) -> Reconciler:
             prometheus_url=config.prometheus_url,
             metrics_port=config.metrics_port,
             stop_grace_seconds=config.stop_grace_seconds,
+            restricted_trials=config.restricted_trials,
         ),
     )

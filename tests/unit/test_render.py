@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import json
 
-from kubetune.render import Owner, TrialIdentity, gpus_requested, render_job, render_trial
+from kubetune.render import (
+    Owner,
+    TrialIdentity,
+    gpus_requested,
+    render_job,
+    render_trial,
+    restrict,
+)
 from kubetune.spec import parse
 
 SPEC = parse(
@@ -123,3 +130,37 @@ def test_trial_object() -> None:
         "seed": 42,
         "source": "sampler",
     }
+
+
+def test_restricted_defaults_fill_gaps_and_never_override() -> None:
+    pod = {
+        "containers": [
+            {"name": "a"},
+            {"name": "b", "securityContext": {"privileged": True}},
+            {
+                "name": "c",
+                "securityContext": {
+                    "capabilities": {"add": ["NET_RAW"]},
+                    "allowPrivilegeEscalation": True,
+                },
+            },
+        ],
+        "securityContext": {"runAsNonRoot": False},
+    }
+    restrict(pod)
+    assert pod["securityContext"] == {
+        "runAsNonRoot": False,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    a, b, c = (x["securityContext"] for x in pod["containers"])
+    assert a == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    assert b == {"privileged": True, "capabilities": {"drop": ["ALL"]}}
+    assert c == {"capabilities": {"add": ["NET_RAW"]}, "allowPrivilegeEscalation": True}
+
+
+def test_jobs_are_restricted_unless_switched_off() -> None:
+    params = {"optimizer": "adam", "lr": 0.1, "nesterov": True}
+    on = render_job(SPEC, IDENT, params, OWNER)["spec"]["template"]["spec"]
+    off = render_job(SPEC, IDENT, params, OWNER, restricted=False)["spec"]["template"]["spec"]
+    assert on["securityContext"]["runAsNonRoot"] is True
+    assert "securityContext" not in off

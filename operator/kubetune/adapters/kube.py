@@ -6,6 +6,7 @@ AlreadyExists as success, deletes treat NotFound as success.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from dataclasses import dataclass
@@ -101,6 +102,25 @@ class Kube:
             if e.status == 409:
                 return None
             raise
+
+    def validate(self, job: dict[str, Any], pod: dict[str, Any]) -> str | None:
+        """Server-side dry runs of a trial's Job and pod; the refusal's message, or None.
+
+        Admission runs on dry runs too, so this catches a template that Pod Security
+        (or any validating webhook) would refuse, before a Job silently makes no pods.
+        """
+        ns = job["metadata"]["namespace"]
+        try:
+            self.batch.create_namespaced_job(ns, job, dry_run="All")
+            self.core.create_namespaced_pod(ns, pod, dry_run="All")
+        except ApiException as e:
+            if e.status in (400, 403, 422):
+                try:
+                    return str(json.loads(e.body).get("message") or e.reason)
+                except (TypeError, ValueError):
+                    return str(e.reason)
+            raise
+        return None
 
     def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
         plural = {"Study": "studies", "Trial": "trials"}[kind]

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import optuna
 from optuna.trial import TrialState
 
-from kubetune import space
+from kubetune import metrics, space
 from kubetune.lifecycle import finite
 from kubetune.plan import TrialView
 from kubetune.spec import Sampler, SpecError, StudySpec
@@ -305,11 +305,13 @@ class StudyModel:
     ) -> list[tuple[optuna.Trial, dict[str, Any]]]:
         """Propose `count` new trials, the `fixed` configurations first (blocking)."""
         out = []
+        timer = metrics.ASK.labels(sampler=self.spec.sampler.name)
         for i in range(count):
-            if i < len(fixed):
-                self.study.enqueue_trial(fixed[i], skip_if_exists=False)
-            trial = self.study.ask()
-            out.append((trial, space.sample(trial, self.spec.parameters)))
+            with timer.time():
+                if i < len(fixed):
+                    self.study.enqueue_trial(fixed[i], skip_if_exists=False)
+                trial = self.study.ask()
+                out.append((trial, space.sample(trial, self.spec.parameters)))
         return out
 
     def to_prune(self) -> list[int]:

@@ -1,0 +1,138 @@
+"""Leader election on a coordination.k8s.io Lease, so only one replica acts.
+
+A replica waits until it holds the Lease, then runs the operator and renews the
+Lease in a thread. If a renewal fails for longer than the lease lasts (another
+replica may have taken over), the process exits at once rather than act beside
+the new leader: all state is in the API server, so the restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger("kubetune.leader")
+FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _parse(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+class LeaderElector:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        name: str,
+        identity: str,
+        lease_seconds: int = 15,
+        renew_seconds: float = 5.0,
+    ) -> None:
+        self.coord = client.CoordinationV1Api(api)
+        self.namespace, self.name, self.identity = namespace, name, identity
+        self.lease_seconds, self.renew_seconds = lease_seconds, renew_seconds
+
+    def _try(self) -> bool:
+        """One attempt to take or keep the Lease; True if we hold it afterwards."""
+        now = _now()
+        spec = {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": self.lease_seconds,
+            "renewTime": now.strftime(FORMAT),
+        }
+        try:
+            lease = self.coord.read_namespaced_lease(self.name, self.namespace)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            body = {
+                "metadata": {"name": self.name},
+                "spec": {**spec, "acquireTime": now.strftime(FORMAT), "leaseTransitions": 0},
+            }
+            try:
+                self.coord.create_namespaced_lease(self.namespace, body)
+                return True
+            except ApiException as e2:
+                if e2.status == 409:
+                    return False
+                raise
+        holder = lease.spec.holder_identity
+        renewed = _parse(lease.spec.renew_time) or datetime.min.replace(tzinfo=UTC)
+        duration = lease.spec.lease_duration_seconds or self.lease_seconds
+        if holder != self.identity and now < renewed + timedelta(seconds=duration):
+            return False  # someone else holds a live lease
+        if holder != self.identity:
+            spec["acquireTime"] = now.strftime(FORMAT)
+            spec["leaseTransitions"] = (lease.spec.lease_transitions or 0) + 1
+            log.info("taking over the lease from %s", holder or "nobody")
+        body = {
+            "metadata": {"name": self.name, "resourceVersion": lease.metadata.resource_version},
+            "spec": {**self._spec_dict(lease), **spec},
+        }
+        try:  # resourceVersion makes this a compare-and-swap: one replica wins
+            self.coord.replace_namespaced_lease(self.name, self.namespace, body)
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
+
+    @staticmethod
+    def _spec_dict(lease: Any) -> dict[str, Any]:
+        spec = lease.spec
+        out: dict[str, Any] = {}
+        if spec.acquire_time:
+            out["acquireTime"] = _parse(spec.acquire_time).strftime(FORMAT)  # type: ignore[union-attr]
+        if spec.lease_transitions is not None:
+            out["leaseTransitions"] = spec.lease_transitions
+        return out
+
+    def acquire(self) -> None:
+        log.info("waiting to lead as %s (lease %s/%s)", self.identity, self.namespace, self.name)
+        while True:
+            try:
+                if self._try():
+                    log.info("leading as %s", self.identity)
+                    return
+            except Exception as e:  # the API server may be restarting
+                log.warning("lease: %s", e)
+            time.sleep(self.renew_seconds / 2)
+
+    def keep(self) -> threading.Thread:
+        """Renew in the background; exit the process if the Lease is lost."""
+
+        def loop() -> None:
+            last_ok = time.monotonic()
+            while True:
+                time.sleep(self.renew_seconds)
+                try:
+                    if self._try():
+                        last_ok = time.monotonic()
+                        continue
+                    log.error("lost the lease to another replica; exiting")
+                except Exception as e:
+                    log.warning("lease renewal failed: %s", e)
+                    if time.monotonic() - last_ok < self.lease_seconds:
+                        continue
+                    log.error("could not renew the lease for %ss; exiting", self.lease_seconds)
+                os._exit(3)
+
+        thread = threading.Thread(target=loop, name="leader-lease", daemon=True)
+        thread.start()
+        return thread
