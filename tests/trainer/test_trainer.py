@@ -25,7 +25,7 @@ def test_initialisation_has_the_intended_variance(scheme: str) -> None:
     torch.manual_seed(0)
     layer = torch.nn.Sequential(torch.nn.Linear(400, 300))
     models.initialise(layer, scheme, std=0.05)
-    w = layer[0].weight
+    w = layer[0].weight.detach()
     assert float(w.std()) == pytest.approx(models.expected_std(scheme, 400, 300, 0.05), rel=0.03)
     assert float(layer[0].bias.abs().max()) == 0.0
 
