@@ -27,7 +27,7 @@ def test_initialisation_has_the_intended_variance(scheme: str) -> None:
     models.initialise(layer, scheme, std=0.05)
     w = layer[0].weight.detach()
     assert float(w.std()) == pytest.approx(models.expected_std(scheme, 400, 300, 0.05), rel=0.03)
-    assert float(layer[0].bias.abs().max()) == 0.0
+    assert float(layer[0].bias.detach().abs().max()) == 0.0
 
 
 def test_default_init_is_left_alone_and_unknown_is_refused() -> None:
