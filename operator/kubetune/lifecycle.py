@@ -18,6 +18,16 @@ from datetime import datetime
 from typing import Any
 
 TERMINAL = ("Completed", "Pruned", "Failed")
+# Container states the kubelet keeps retrying but that rarely heal by themselves (a root
+# image under runAsNonRoot, a missing ConfigMap, a bad image name, an unpullable image).
+STUCK = (
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "InvalidImageName",
+    "ErrImagePull",
+    "ImagePullBackOff",
+)
+STUCK_AFTER_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,9 @@ class PodObservation:
     exit_code: int | None = None
     termination_messages: tuple[str, ...] = ()
     deleting: bool = False
+    created: datetime | None = None
+    waiting_reason: str | None = None
+    waiting_message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +243,23 @@ def observe(
     if running:
         st.phase = "Running"
         st.gpu_seconds = _gpu_seconds(st, now)
+        return st
+    stuck = [
+        p
+        for p in pods
+        if p.waiting_reason in STUCK
+        and p.created is not None
+        and (now - p.created).total_seconds() >= STUCK_AFTER_SECONDS
+    ]
+    if stuck and not any(p.phase in ("Running", "Pending") and p not in stuck for p in pods):
+        pod = stuck[-1]
+        return _fail(
+            st,
+            str(pod.waiting_reason),
+            f"pod {pod.name} cannot start: {pod.waiting_message or pod.waiting_reason}",
+            now,
+            pod,
+        )
     return st
 
 

@@ -65,7 +65,9 @@ def pod_observation(pod: dict[str, Any]) -> PodObservation:
     finished: datetime | None = None
     exit_code = None
     messages = []
+    waiting: dict[str, Any] = {}
     for cs in status.get("containerStatuses") or []:
+        waiting = waiting or (cs.get("state") or {}).get("waiting") or {}
         term = (cs.get("state") or {}).get("terminated")
         running = (cs.get("state") or {}).get("running")
         if running and running.get("startedAt"):
@@ -85,6 +87,9 @@ def pod_observation(pod: dict[str, Any]) -> PodObservation:
         exit_code=exit_code,
         termination_messages=tuple(messages),
         deleting=bool(pod["metadata"].get("deletionTimestamp")),
+        created=_ts(pod["metadata"].get("creationTimestamp")),
+        waiting_reason=waiting.get("reason"),
+        waiting_message=waiting.get("message"),
     )
 
 

@@ -133,3 +133,47 @@ def test_parse_report_ignores_foreign_messages() -> None:
     assert parse_report(("not json", '{"other": 1}')) is None
     got = parse_report(("garbage", '{"metrics": {"acc": "NaN", "n": 2}, "step": 4}'))
     assert got is not None and math.isnan(got.metrics["acc"]) and got.step == 4
+
+
+def test_a_pod_that_cannot_start_fails_the_trial_after_a_minute() -> None:
+    msg = "container has runAsNonRoot and image will run as root"
+    stuck = PodObservation(
+        "p", "Pending", created=T0, waiting_reason="CreateContainerConfigError", waiting_message=msg
+    )
+    early = observe(
+        TrialStatus(),
+        job_name="s-0",
+        job=JOB,
+        pods=[stuck],
+        objectives=["acc"],
+        gpus=1,
+        scraped=[],
+        now=T0 + timedelta(seconds=30),
+    )
+    assert early.phase == "Pending", "the kubelet retries: give it a minute"
+    late = observe(
+        TrialStatus(),
+        job_name="s-0",
+        job=JOB,
+        pods=[stuck],
+        objectives=["acc"],
+        gpus=1,
+        scraped=[],
+        now=T0 + timedelta(seconds=61),
+    )
+    assert (late.phase, late.reason) == ("Failed", "CreateContainerConfigError")
+    assert msg in (late.message or "")
+    creating = PodObservation("p", "Pending", created=T0, waiting_reason="ContainerCreating")
+    assert (
+        observe(
+            TrialStatus(),
+            job_name="s-0",
+            job=JOB,
+            pods=[creating],
+            objectives=["acc"],
+            gpus=1,
+            scraped=[],
+            now=T0 + timedelta(hours=1),
+        ).phase
+        == "Pending"
+    )
