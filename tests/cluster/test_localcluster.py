@@ -308,3 +308,29 @@ def test_restricted_namespace_rejects_privileged_pod(cluster: Cluster, namespace
     )
     cluster.core.create_namespaced_pod(namespace, compliant)
     assert terminated(cluster, namespace, "compliant").exit_code == 0
+
+
+def test_volume_over_the_projects_own_directory_does_not_break_the_pod(
+    cluster: Cluster, namespace: str
+) -> None:
+    # A volume mounted over a directory that holds the project (its Python, the pod
+    # sandbox) must not hide them from the pod: CI may check the project out under /tmp.
+    shadowed = str(Path(__file__).resolve().parents[3])
+    code = """
+        import os, pathlib, sys
+        here = sorted(os.listdir(os.environ["SHADOWED"]))
+        pathlib.Path("/dev/termination-log").write_text(sys.executable + " " + ",".join(here))
+    """
+    pod = python_pod(
+        "shadow",
+        code,
+        volumes=[{"name": "scratch", "emptyDir": {}}],
+        container={
+            "volumeMounts": [{"name": "scratch", "mountPath": shadowed}],
+            "env": [{"name": "SHADOWED", "value": shadowed}],
+        },
+    )
+    cluster.core.create_namespaced_pod(namespace, pod)
+    state = terminated(cluster, namespace, "shadow")
+    assert state.exit_code == 0, state.message
+    assert state.message.startswith(sys.executable)

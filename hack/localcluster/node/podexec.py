@@ -34,30 +34,52 @@ def _check(ret: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _bind(libc: ctypes.CDLL, source: str, target: str, read_only: bool) -> None:
-    src = Path(source)
+def _bind(libc: ctypes.CDLL, fd: int, is_dir: bool, target: str, read_only: bool) -> None:
     dst = Path(target)
     # The mount point must exist; create it the way a container runtime would.
-    if src.is_dir():
+    if is_dir:
         dst.mkdir(parents=True, exist_ok=True)
     elif not dst.exists():
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.touch()
-    _check(libc.mount(source.encode(), target.encode(), None, MS_BIND | MS_REC, None), "bind")
+    source = f"/proc/self/fd/{fd}".encode()
+    _check(libc.mount(source, target.encode(), None, MS_BIND | MS_REC, None), f"bind {target}")
     if read_only:
         flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC
         _check(libc.mount(None, target.encode(), None, flags, None), "remount ro")
+
+
+def _under(path: str, mount: str) -> bool:
+    return path == mount or path.startswith(mount.rstrip("/") + "/")
+
+
+def _mount_all(libc: ctypes.CDLL, spec: dict[str, object]) -> None:
+    mounts = spec["mounts"]
+    keep = spec.get("keep") or []
+    assert isinstance(mounts, list) and isinstance(keep, list)
+    # Shallow targets first, as container runtimes do: /tmp before /tmp/result.
+    mounts = sorted(mounts, key=lambda m: len(Path(m["target"]).parts))
+    _check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    # Mounts made from here on must not leak back into the host namespace.
+    _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+    # Open every source, and every path the process itself needs (the project, its
+    # Python), before mounting anything: a volume mounted over /tmp must not hide a
+    # project that lives under /tmp. Binding from /proc/self/fd reaches them anyway.
+    # (Opened after unshare: a bind source must be in the caller's mount namespace.)
+    sources = [(os.open(m["source"], os.O_PATH), Path(m["source"]).is_dir(), m) for m in mounts]
+    kept = [(os.open(p, os.O_PATH), p) for p in keep if Path(p).is_dir()]
+    for fd, is_dir, m in sources:
+        _bind(libc, fd, is_dir, m["target"], bool(m.get("readOnly")))
+    for fd, path in kept:
+        if any(_under(path, m["target"]) for m in mounts):
+            _bind(libc, fd, True, path, False)  # shadowed by a volume: show it again
 
 
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
     libc = _libc()
     try:
-        _check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-        # Mounts made from here on must not leak back into the host namespace.
-        _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
-        for m in spec["mounts"]:
-            _bind(libc, m["source"], m["target"], bool(m.get("readOnly")))
+        _mount_all(libc, spec)
     except OSError as e:
         print(f"localnode: WARNING: no private mounts for this container ({e})", file=sys.stderr)
     os.chdir(spec["cwd"])

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from localcluster.node import envvars, volumes
 
 PODEXEC = str(Path(__file__).with_name("podexec.py"))
+REPO = Path(__file__).resolve().parents[3]
 # The kubelet caps a termination message at 4096 bytes, and falls back to the last
 # 80 lines / 2048 bytes of the log under FallbackToLogsOnError.
 MAX_MESSAGE = 4096
@@ -333,6 +334,8 @@ class PodRunner(threading.Thread):
             "env": c.env,
             "cwd": str(c.spec.get("workingDir") or self.sandbox),
             "mounts": c.mounts,
+            # What the process itself runs from; kept visible under any volume.
+            "keep": [str(REPO), sys.prefix, sys.base_prefix],
         }
         if c.spec.get("workingDir"):
             Path(c.spec["workingDir"]).mkdir(parents=True, exist_ok=True)
