@@ -34,6 +34,7 @@ def run(
     current: TrialStatus | None = None,
     job: JobObservation = JOB,
     scraped: list[tuple[int, float]] | None = None,
+    seconds: float = 60,
 ) -> TrialStatus:
     return observe(
         current or TrialStatus(),
@@ -43,7 +44,7 @@ def run(
         objectives=["acc"],
         gpus=2,
         scraped=scraped or [],
-        now=T0 + timedelta(seconds=60),
+        now=T0 + timedelta(seconds=seconds),
     )
 
 
@@ -140,40 +141,9 @@ def test_a_pod_that_cannot_start_fails_the_trial_after_a_minute() -> None:
     stuck = PodObservation(
         "p", "Pending", created=T0, waiting_reason="CreateContainerConfigError", waiting_message=msg
     )
-    early = observe(
-        TrialStatus(),
-        job_name="s-0",
-        job=JOB,
-        pods=[stuck],
-        objectives=["acc"],
-        gpus=1,
-        scraped=[],
-        now=T0 + timedelta(seconds=30),
-    )
-    assert early.phase == "Pending", "the kubelet retries: give it a minute"
-    late = observe(
-        TrialStatus(),
-        job_name="s-0",
-        job=JOB,
-        pods=[stuck],
-        objectives=["acc"],
-        gpus=1,
-        scraped=[],
-        now=T0 + timedelta(seconds=61),
-    )
+    assert run([stuck], seconds=30).phase == "Pending", "the kubelet retries: give it a minute"
+    late = run([stuck], seconds=61)
     assert (late.phase, late.reason) == ("Failed", "CreateContainerConfigError")
     assert msg in (late.message or "")
     creating = PodObservation("p", "Pending", created=T0, waiting_reason="ContainerCreating")
-    assert (
-        observe(
-            TrialStatus(),
-            job_name="s-0",
-            job=JOB,
-            pods=[creating],
-            objectives=["acc"],
-            gpus=1,
-            scraped=[],
-            now=T0 + timedelta(hours=1),
-        ).phase
-        == "Pending"
-    )
+    assert run([creating], seconds=3600).phase == "Pending"
