@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from kubetune.timestamps import format_time
+
 INVALID = "Invalid"
 RUNNING = "Running"
 COMPLETED = "Completed"
@@ -31,7 +33,7 @@ def set_condition(
         "reason": reason,
         "message": message,
         "observedGeneration": generation,
-        "lastTransitionTime": since or now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "lastTransitionTime": since or format_time(now),
     }
     if old is None:
         return [*conditions, new]

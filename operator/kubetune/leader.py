@@ -18,20 +18,13 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from kubetune.timestamps import format_time, parse_time
+
 log = logging.getLogger("kubetune.leader")
-FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _parse(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 class LeaderElector:
@@ -51,10 +44,11 @@ class LeaderElector:
     def _try(self) -> bool:
         """One attempt to take or keep the Lease; True if we hold it afterwards."""
         now = _now()
+        stamp = format_time(now, micro=True)
         spec = {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": self.lease_seconds,
-            "renewTime": now.strftime(FORMAT),
+            "renewTime": stamp,
         }
         try:
             lease = self.coord.read_namespaced_lease(self.name, self.namespace)
@@ -63,7 +57,11 @@ class LeaderElector:
                 raise
             body = {
                 "metadata": {"name": self.name},
-                "spec": {**spec, "acquireTime": now.strftime(FORMAT), "leaseTransitions": 0},
+                "spec": {
+                    **spec,
+                    "acquireTime": stamp,
+                    "leaseTransitions": 0,
+                },
             }
             try:
                 self.coord.create_namespaced_lease(self.namespace, body)
@@ -73,12 +71,12 @@ class LeaderElector:
                     return False
                 raise
         holder = lease.spec.holder_identity
-        renewed = _parse(lease.spec.renew_time) or datetime.min.replace(tzinfo=UTC)
+        renewed = parse_time(lease.spec.renew_time) or datetime.min.replace(tzinfo=UTC)
         duration = lease.spec.lease_duration_seconds or self.lease_seconds
         if holder != self.identity and now < renewed + timedelta(seconds=duration):
             return False  # someone else holds a live lease
         if holder != self.identity:
-            spec["acquireTime"] = now.strftime(FORMAT)
+            spec["acquireTime"] = stamp
             spec["leaseTransitions"] = (lease.spec.lease_transitions or 0) + 1
             log.info("taking over the lease from %s", holder or "nobody")
         body = {
@@ -97,8 +95,9 @@ class LeaderElector:
     def _spec_dict(lease: Any) -> dict[str, Any]:
         spec = lease.spec
         out: dict[str, Any] = {}
-        if spec.acquire_time:
-            out["acquireTime"] = _parse(spec.acquire_time).strftime(FORMAT)  # type: ignore[union-attr]
+        acquired = parse_time(spec.acquire_time)
+        if acquired is not None:
+            out["acquireTime"] = format_time(acquired, micro=True)
         if spec.lease_transitions is not None:
             out["leaseTransitions"] = spec.lease_transitions
         return out

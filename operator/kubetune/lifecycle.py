@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from kubetune.timestamps import format_time, parse_time
+
 TERMINAL = ("Completed", "Pruned", "Failed")
 # Container states the kubelet keeps retrying but that rarely heal by themselves (a root
 # image under runAsNonRoot, a missing ConfigMap, a bad image name, an unpullable image).
@@ -159,9 +161,9 @@ class TrialStatus:
             ]
             out["lastStep"] = self.intermediate[-1][0]
         if self.start_time:
-            out["startTime"] = _ts(self.start_time)
+            out["startTime"] = format_time(self.start_time)
         if self.completion_time:
-            out["completionTime"] = _ts(self.completion_time)
+            out["completionTime"] = format_time(self.completion_time)
         return out
 
     @classmethod
@@ -175,20 +177,12 @@ class TrialStatus:
             values=s.get("values"),
             metrics=dict(s.get("metrics") or {}),
             intermediate=[(int(p["step"]), float(p["value"])) for p in s.get("intermediate") or []],
-            start_time=_parse_ts(s.get("startTime")),
-            completion_time=_parse_ts(s.get("completionTime")),
+            start_time=parse_time(s.get("startTime")),
+            completion_time=parse_time(s.get("completionTime")),
             gpus=int(s.get("gpus") or 0),
             gpu_seconds=float(s.get("gpuSeconds") or 0.0),
             job_name=s.get("jobName"),
         )
-
-
-def _ts(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_ts(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
 def merge_intermediate(*series: list[tuple[int, float]]) -> list[tuple[int, float]]:

@@ -22,6 +22,7 @@ from kubetune import boundary
 from kubetune import conditions as cond
 from kubetune.lifecycle import TrialStatus, finite
 from kubetune.spec import StudySpec
+from kubetune.timestamps import format_time
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,6 @@ class Plan:
     actions: list[Action]
     status: dict[str, Any]
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
-
-
-def _ts(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def best_trial(spec: StudySpec, trials: list[TrialView]) -> TrialView | None:
@@ -311,7 +308,7 @@ def plan(
     if budget.gpu_hours is not None:
         budget_status["gpuHours"] = budget.gpu_hours
     if budget.timeout_seconds is not None:
-        budget_status["deadline"] = _ts(datetime.fromtimestamp(deadline, tz=now.tzinfo))
+        budget_status["deadline"] = format_time(datetime.fromtimestamp(deadline, tz=now.tzinfo))
     if exhausted_by:
         budget_status["exhaustedBy"] = exhausted_by
     new: dict[str, Any] = {
@@ -326,9 +323,9 @@ def plan(
     if status.get("startTime"):
         new["startTime"] = status["startTime"]
     elif started:
-        new["startTime"] = _ts(min(started))
+        new["startTime"] = format_time(min(started))
     if phase in ("Succeeded", "Failed"):
-        new["completionTime"] = status.get("completionTime") or _ts(now)
+        new["completionTime"] = status.get("completionTime") or format_time(now)
         new["conditions"] = _boundary_condition(spec, trials, new["conditions"], generation, now)
     else:
         new["completionTime"] = None  # a resumed Study is not complete any more

@@ -36,6 +36,7 @@ from kubetune.plan import (
 )
 from kubetune.space import grid_size
 from kubetune.spec import SpecError, StudySpec, check_values, parse
+from kubetune.timestamps import parse_time
 
 log = logging.getLogger("kubetune.reconcile")
 T = TypeVar("T")
@@ -55,13 +56,9 @@ class Settings:
     restricted_trials: bool = True
 
 
-def _ts(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
-
-
 def pod_observation(pod: dict[str, Any]) -> PodObservation:
     status = pod.get("status") or {}
-    started = _ts(status.get("startTime"))
+    started = parse_time(status.get("startTime"))
     finished: datetime | None = None
     exit_code = None
     messages = []
@@ -71,12 +68,12 @@ def pod_observation(pod: dict[str, Any]) -> PodObservation:
         term = (cs.get("state") or {}).get("terminated")
         running = (cs.get("state") or {}).get("running")
         if running and running.get("startedAt"):
-            started = started or _ts(running["startedAt"])
+            started = started or parse_time(running["startedAt"])
         if term:
             messages.append(term.get("message") or "")
             if exit_code is None or term.get("exitCode"):
                 exit_code = term.get("exitCode")
-            done = _ts(term.get("finishedAt"))
+            done = parse_time(term.get("finishedAt"))
             if done and (finished is None or done > finished):
                 finished = done
     return PodObservation(
@@ -87,7 +84,7 @@ def pod_observation(pod: dict[str, Any]) -> PodObservation:
         exit_code=exit_code,
         termination_messages=tuple(messages),
         deleting=bool(pod["metadata"].get("deletionTimestamp")),
-        created=_ts(pod["metadata"].get("creationTimestamp")),
+        created=parse_time(pod["metadata"].get("creationTimestamp")),
         waiting_reason=waiting.get("reason"),
         waiting_message=waiting.get("message"),
     )
@@ -236,7 +233,7 @@ class Reconciler:
         await self._io(model.sync, views)
         numbers = {v.number: v.name for v in views}
         prune = frozenset(numbers[n] for n in await self._io(model.to_prune) if n in numbers)
-        created = _ts(study["metadata"].get("creationTimestamp")) or now
+        created = parse_time(study["metadata"].get("creationTimestamp")) or now
         ctx = Context(now=now, created=created, prune=prune, grid_size=grid)
         result = plan(spec, views, status, generation, ctx)
         result.status["sampler"] = {"name": spec.sampler.name, "learnedTrials": model.learned()}

@@ -17,6 +17,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from kubetune.render import API_VERSION, GROUP, LABEL_STUDY, VERSION
+from kubetune.timestamps import format_time
 
 log = logging.getLogger("kubetune.kube")
 MERGE = "application/merge-patch+json"
@@ -162,7 +163,7 @@ class Kube:
                 "name": f"{meta['name']}.{secrets.token_hex(8)}",
                 "namespace": meta["namespace"],
             },
-            "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "eventTime": format_time(now, micro=True),
             "reportingController": "kubetune.dev/operator",
             "reportingInstance": "kubetune-operator",
             "action": reason,
