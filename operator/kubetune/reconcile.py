@@ -223,25 +223,39 @@ class Reconciler:
             views = await self._observe_trials(spec, obs, now)
             model = await self._model(uid, spec, views, obs)
             grid = grid_size(spec) if spec.sampler.name == "grid" else None
-            await self._validate_template(spec, obs, generation)
         except SpecError as e:
-            self.forget(uid)
-            result = invalid(status, str(e), generation, now)
-            await self._write_study(obs, status, result)
-            metrics.record_study(uid, result.status["phase"], status.get("trials"))
-            return False
+            return await self._invalid(obs, e, now)
         await self._io(model.sync, views)
         numbers = {v.number: v.name for v in views}
         prune = frozenset(numbers[n] for n in await self._io(model.to_prune) if n in numbers)
         created = parse_time(study["metadata"].get("creationTimestamp")) or now
         ctx = Context(now=now, created=created, prune=prune, grid_size=grid)
         result = plan(spec, views, status, generation, ctx)
+        if any(isinstance(a, CreateTrials) for a in result.actions):
+            # Only new trials need the template checked; finished Studies never do.
+            try:
+                await self._validate_template(spec, obs, generation)
+            except SpecError as e:
+                return await self._invalid(obs, e, now)
         result.status["sampler"] = {"name": spec.sampler.name, "learnedTrials": model.learned()}
         await self._importance(uid, model, status, result)
         again = await self._act(spec, obs, model, views, result, now)
         await self._write_study(obs, status, result)
         metrics.record_study(uid, result.status["phase"], result.status["trials"])
         return again
+
+    async def _invalid(self, obs: Observed, error: SpecError, now: datetime) -> bool:
+        """Report a spec error as the Invalid condition; nothing else happens."""
+        meta = obs.study["metadata"]
+        status = obs.study.get("status") or {}
+        self.forget(meta["uid"])
+        result = invalid(status, str(error), int(meta.get("generation") or 0), now)
+        await self._write_study(obs, status, result)
+        metrics.record_study(meta["uid"], result.status["phase"], status.get("trials"))
+        return False
+
+    def _ident(self, spec: StudySpec, meta: dict[str, Any], number: int) -> render.TrialIdentity:
+        return render.TrialIdentity(meta["namespace"], meta["name"], number, _seed(spec, number))
 
     def _job(
         self,
@@ -259,7 +273,7 @@ class Reconciler:
         meta = obs.study["metadata"]
         if self.validated.get(meta["uid"]) == generation:
             return
-        ident = render.TrialIdentity(meta["namespace"], meta["name"], 0, 0)
+        ident = self._ident(spec, meta, 0)
         owner = render.Owner(kind="Study", name=meta["name"], uid=meta["uid"])
         job = self._job(spec, ident, render.sample_params(spec), owner)
         job["metadata"]["name"] = f"{meta['name']}-validate"
@@ -279,7 +293,9 @@ class Reconciler:
         clock = asyncio.get_running_loop().time()
         stale = last is None or clock - last >= IMPORTANCE_EVERY_SECONDS
         ending = finished and status.get("phase") != result.status["phase"]
-        if (not finished and stale) or ending or (finished and "importance" not in status):
+        # A finished Study without importance (too few trials, say) is retried at the same
+        # pace as a running one, not on every event.
+        if ending or (stale and (not finished or "importance" not in status)):
             self.importance_at[uid] = clock
             importance = await self._io(model.importance)
             if importance:
@@ -432,9 +448,7 @@ class Reconciler:
             elif isinstance(action, EnsureJob):
                 view = by_name[action.trial]
                 trial_owner = render.Owner(kind="Trial", name=view.name, uid=view.uid)
-                ident = render.TrialIdentity(
-                    meta["namespace"], meta["name"], view.number, _seed(spec, view.number)
-                )
+                ident = self._ident(spec, meta, view.number)
                 await self._io(self.kube.create, self._job(spec, ident, view.params, trial_owner))
             elif isinstance(action, StopTrial):
                 self.freed.setdefault(meta["uid"], []).append(time.monotonic())
@@ -474,9 +488,7 @@ class Reconciler:
             sources = ["enqueued" if i < len(fixed) else "sampler" for i in range(action.count)]
         number = max((v.number for v in views), default=-1) + 1
         for (trial, params), source in zip(asked, sources, strict=True):
-            ident = render.TrialIdentity(
-                meta["namespace"], meta["name"], number, _seed(spec, number)
-            )
+            ident = self._ident(spec, meta, number)
             body = render.render_trial(ident, params, owner, source)
             try:
                 created = await self._io(self.kube.create, body)
