@@ -28,7 +28,6 @@ can carry it. The contract it implements (for other languages, see the README):
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import threading
@@ -161,7 +160,3 @@ def _write_termination_message(
         path.write_text(doc)
     except OSError as e:
         print(f"kubetune.trial: cannot write {path}: {e}; final metrics: {doc}", flush=True)
-
-
-def is_finite(value: float) -> bool:
-    return not (math.isnan(value) or math.isinf(value))

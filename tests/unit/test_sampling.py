@@ -225,3 +225,9 @@ def test_importance_after_enough_trials() -> None:
     model.sync(views)
     imp = model.importance()
     assert max(imp, key=lambda k: imp[k]) == "layers"
+
+
+def test_startup_sampler_options_are_reported_at_their_own_field() -> None:
+    s = spec({"name": "tpe", "startup": {"name": "qmc", "trials": 2, "options": {"sobol": 1}}})
+    with pytest.raises(SpecError, match=r"spec\.sampler\.startup\.options: unknown option"):
+        make_sampler(s)

@@ -313,7 +313,7 @@ class Agent:
         if meta.get("deletionTimestamp"):
             if runner is not None and runner.is_alive():
                 runner.request_stop(float(meta.get("deletionGracePeriodSeconds") or 0))
-            elif runner is None or not runner.is_alive():
+            else:
                 self._delete_finally(pod)
             return
         phase = pod.get("status", {}).get("phase")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -118,7 +117,3 @@ def materialise(
 
 def decode_secret(data: Mapping[str, str] | None) -> dict[str, str]:
     return {k: base64.b64decode(v).decode(errors="replace") for k, v in (data or {}).items()}
-
-
-def dump(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True)

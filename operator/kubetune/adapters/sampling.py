@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from kubetune import metrics, space
 from kubetune.lifecycle import finite
 from kubetune.plan import TrialView
-from kubetune.spec import Sampler, SpecError, StudySpec
+from kubetune.spec import SpecError, StudySpec
 
 optuna.logging.set_verbosity(logging.WARNING)
 
@@ -41,44 +41,43 @@ def _camel_to_snake(name: str) -> str:
 
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     """The Study's sampler, with its startup phase if it has one; SpecError on bad options."""
-    main = _sampler(spec, spec.sampler.name, spec.sampler.options, spec.sampler.seed)
-    startup = spec.sampler.startup
+    cfg = spec.sampler
+    main = _sampler(spec, cfg.name, cfg.options, cfg.seed, "spec.sampler.options")
+    startup = cfg.startup
     if startup is None:
         return main
-    first = _sampler(spec, startup.name, startup.options, spec.sampler.seed)
+    first = _sampler(spec, startup.name, startup.options, cfg.seed, "spec.sampler.startup.options")
     return PhasedSampler(first, main, startup.trials)
 
 
 def _sampler(
-    spec: StudySpec, name: str, raw_options: dict[str, Any], seed: int | None
+    spec: StudySpec, name: str, raw_options: dict[str, Any], seed: int | None, where: str
 ) -> optuna.samplers.BaseSampler:
-    cfg = Sampler(name=name, seed=seed, options=raw_options)  # type: ignore[arg-type]
-    options = {_camel_to_snake(k): v for k, v in cfg.options.items()}
-    if cfg.name == "gp":
+    options = {_camel_to_snake(k): v for k, v in raw_options.items()}
+    if name == "gp":
         _need_torch()
-    if cfg.name == "grid":
+    if name == "grid":
         factory: Callable[..., optuna.samplers.BaseSampler] = optuna.samplers.GridSampler
-        kwargs: dict[str, Any] = {"search_space": space.grid_space(spec), "seed": cfg.seed}
+        kwargs: dict[str, Any] = {"search_space": space.grid_space(spec), "seed": seed}
     else:
-        factory = _FACTORIES[cfg.name]
-        kwargs = {"seed": cfg.seed}
-        if cfg.name == "tpe" and spec.budget.parallelism > 1:
+        factory = _FACTORIES[name]
+        kwargs = {"seed": seed}
+        if name == "tpe" and spec.budget.parallelism > 1:
             # Parallel trials: pretend running ones scored badly so TPE spreads out.
             kwargs["constant_liar"] = True
-        if cfg.name == "qmc":
+        if name == "qmc":
             kwargs.update(qmc_type="sobol", scramble=True)
     allowed = set(inspect.signature(factory).parameters) - _RESERVED
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise SpecError(
-            f"spec.sampler.options: unknown option(s) {unknown} for sampler {cfg.name!r}; "
-            f"valid: {sorted(allowed)}"
+            f"{where}: unknown option(s) {unknown} for sampler {name!r}; valid: {sorted(allowed)}"
         )
     kwargs.update(options)
     try:
         return factory(**kwargs)
     except (TypeError, ValueError) as e:
-        raise SpecError(f"spec.sampler.options: {e}") from None
+        raise SpecError(f"{where}: {e}") from None
 
 
 def _need_torch() -> None:
