@@ -80,23 +80,23 @@ class Plan:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
 
 
-def best_trial(spec: StudySpec, trials: list[TrialView]) -> TrialView | None:
-    """The best completed search trial (seed repeats do not compete)."""
+def ranked(spec: StudySpec, trials: list[TrialView]) -> list[TrialView]:
+    """Completed search trials, best first; ties go to the earlier trial.
+
+    Seed repeats do not compete: they measure the best trial's spread.
+    """
     done = [
         t
         for t in trials
         if t.status.phase == "Completed" and t.status.value is not None and t.source != "repeat"
     ]
-    if not done:
-        return None
-    sign = -1.0 if spec.primary.maximize else 1.0
-    return min(done, key=lambda t: (sign * float(t.status.value or 0.0), t.number))
-
-
-def ranked(spec: StudySpec, trials: list[TrialView]) -> list[TrialView]:
-    done = [t for t in trials if t.status.phase == "Completed" and t.source != "repeat"]
     sign = -1.0 if spec.primary.maximize else 1.0
     return sorted(done, key=lambda t: (sign * float(t.status.value or 0.0), t.number))
+
+
+def best_trial(spec: StudySpec, trials: list[TrialView]) -> TrialView | None:
+    best = ranked(spec, trials)
+    return best[0] if best else None
 
 
 def pareto_front(spec: StudySpec, trials: list[TrialView]) -> list[TrialView]:
@@ -237,13 +237,14 @@ def plan(
         events.append(("Normal" if ok else "Warning", f"Study{phase}", message))
 
     best = best_trial(spec, trials)
+    counts = _counts(trials)
     if phase not in ("Succeeded", "Failed"):
         phase = "Running"
         stops = _stops(active, ctx)
         actions += stops
         stopping = {s.trial for s in stops}
         active = [t for t in active if t.name not in stopping]
-        failed = _counts(trials)["failed"] + sum(s.phase == "Failed" for s in stops)
+        failed = counts["failed"] + sum(s.phase == "Failed" for s in stops)
         if budget.max_failed_trials is not None and failed > budget.max_failed_trials:
             exhausted_by = "maxFailedTrials"
             msg = f"{failed} trials failed, more than maxFailedTrials={budget.max_failed_trials}"
@@ -287,7 +288,6 @@ def plan(
                         finish(True, "MaxTrialsReached", f"all {max_trials} trials finished{grid}")
             actions += [EnsureJob(t.name) for t in active if not t.has_job]
 
-    counts = _counts(trials)
     finished_n = len(search) - sum(not t.status.terminal for t in search)
     running_now = phase == "Running"
     conds = cond.set_condition(
