@@ -120,16 +120,25 @@ def studies(cluster: Cluster, namespace: str) -> Studies:
     return Studies(cluster, namespace)
 
 
+def example_study(
+    example: str, name: str, max_trials: int, parallelism: int, epochs: int
+) -> dict[str, Any]:
+    """A smaller, renamed copy of an examples/ Study (fewer trials and epochs)."""
+    study: dict[str, Any] = yaml.safe_load((ROOT / "examples" / example).read_text())
+    study["metadata"] = {"name": name}
+    study["spec"]["budget"] = {"maxTrials": max_trials, "parallelism": parallelism}
+    args = study["spec"]["trialTemplate"]["template"]["spec"]["containers"][0]["args"]
+    at = next(i for i, a in enumerate(args) if a.startswith("--epochs="))
+    args[at] = f"--epochs={epochs}"
+    return study
+
+
 def digits_study(
     name: str, max_trials: int, parallelism: int, epochs: int = 3, seed: int = 7
 ) -> dict[str, Any]:
     """A small version of examples/digits-study.yaml."""
-    study: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "digits-study.yaml").read_text())
-    study["metadata"] = {"name": name}
-    study["spec"]["budget"] = {"maxTrials": max_trials, "parallelism": parallelism}
+    study = example_study("digits-study.yaml", name, max_trials, parallelism, epochs)
     study["spec"]["sampler"]["seed"] = seed
-    args = study["spec"]["trialTemplate"]["template"]["spec"]["containers"][0]["args"]
-    args[args.index("--epochs=8")] = f"--epochs={epochs}"
     return study
 
 

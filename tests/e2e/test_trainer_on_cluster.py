@@ -7,19 +7,13 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tests.conftest import Cluster, wait_for
-from tests.e2e.conftest import ROOT, Operator, Studies
+from tests.e2e.conftest import Operator, Studies, example_study
 
 
 def knobs(name: str, max_trials: int, parallelism: int, epochs: int) -> dict[str, Any]:
-    study: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "knobs-study.yaml").read_text())
-    study["metadata"] = {"name": name}
-    study["spec"]["budget"] = {"maxTrials": max_trials, "parallelism": parallelism}
+    study = example_study("knobs-study.yaml", name, max_trials, parallelism, epochs)
     study["spec"]["sampler"]["startup"]["trials"] = 2
-    args = study["spec"]["trialTemplate"]["template"]["spec"]["containers"][0]["args"]
-    args[args.index("--epochs=10")] = f"--epochs={epochs}"
     return study
 
 
