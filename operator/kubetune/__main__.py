@@ -5,7 +5,11 @@ KUBETUNE_PROMETHEUS_URL, KUBETUNE_NAMESPACES (comma-separated), KUBETUNE_LOG_LEV
 KUBETUNE_LEADER_ELECTION (true: hold a Lease before acting; with POD_NAMESPACE and
 POD_NAME), KUBETUNE_OPERATOR_METRICS_PORT (serve the operator's metrics),
 KUBETUNE_TRIAL_METRICS_PORT, KUBETUNE_STOP_GRACE_SECONDS, KUBETUNE_RESYNC_SECONDS,
-KUBETUNE_RESTRICTED_TRIALS (false: leave trial pods' securityContext as templated).
+KUBETUNE_RESTRICTED_TRIALS (false: leave trial pods' securityContext as templated),
+KUBETUNE_JOB_RETENTION_SECONDS (how long a finished trial's Job and pod are kept once
+its result is recorded; default 0), KUBETUNE_FAILED_JOB_RETENTION_SECONDS (the same for
+failed trials, kept for their logs; default 3600), KUBETUNE_METRICS_POLL_SECONDS (how
+often a running Study with a pruner reads Prometheus; default 1).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ def main() -> None:
         elector.acquire()
         elector.keep()
     kopf.run(
+        memo=kopf.Memo(namespaces=namespaces),
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,

@@ -12,6 +12,7 @@ RUNNING = "Running"
 COMPLETED = "Completed"
 FAILED = "Failed"
 BOUNDARY = "SearchSpaceBoundary"
+METRICS = "MetricsAvailable"
 
 
 def set_condition(

@@ -19,7 +19,14 @@ ASK = Histogram(
 )
 PROMETHEUS_ERRORS = Counter("kubetune_prometheus_query_errors_total", "Failed Prometheus queries")
 RECONCILE_ERRORS = Counter("kubetune_reconcile_errors_total", "Reconcile passes that failed")
-RECONCILE = Histogram("kubetune_reconcile_seconds", "Duration of one reconcile pass")
+RECONCILE = Histogram(
+    "kubetune_reconcile_seconds",
+    "Duration of one reconcile pass",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+API_REQUESTS = Counter(
+    "kubetune_api_requests_total", "Kubernetes API requests the operator made", ["verb", "resource"]
+)
 
 _phases: dict[str, str] = {}
 _trials: dict[str, dict[str, int]] = {}

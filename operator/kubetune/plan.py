@@ -18,11 +18,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kubetune import boundary
+from kubetune import boundary, lifecycle
 from kubetune import conditions as cond
-from kubetune.lifecycle import TrialStatus, finite
+from kubetune.lifecycle import JobObservation, PodObservation, TrialStatus, finite
 from kubetune.spec import StudySpec
 from kubetune.timestamps import format_time
+
+# Rewriting a running trial's GPU-seconds on every pass is churn; this much change is news.
+GPU_SECONDS_RESOLUTION = 60.0
 
 
 @dataclass(frozen=True)
@@ -34,15 +37,52 @@ class TrialView:
     status: TrialStatus
     has_job: bool
     source: str = "sampler"  # sampler | enqueued | repeat
+    recorded: bool = False  # the Trial object itself says the trial is over
+    live_pods: tuple[str, ...] = ()  # its pods still running and not being deleted
+
+
+@dataclass(frozen=True)
+class TrialObservation:
+    """One Trial as the cache shows it: its stored status, its Job and pods, new metrics."""
+
+    name: str
+    uid: str
+    number: int
+    params: dict[str, Any]
+    source: str
+    stored: TrialStatus
+    job: JobObservation
+    pods: tuple[PodObservation, ...] = ()
+    scraped: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
 class CreateTrials:
-    """Create `count` Trials: asked from the sampler, or with `params` (seed repeats)."""
+    """Create `count` Trials numbered from `first`: asked from the sampler (the `fixed`
+    configurations first), or with `params` (seed repeats)."""
 
     count: int
     params: dict[str, Any] | None = None
     source: str = "sampler"
+    first: int = 0
+    fixed: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class WriteTrialStatus:
+    """Record a trial's new status; `result` marks the end of a trial (critical path)."""
+
+    trial: str
+    status: TrialStatus
+    result: bool = False
+
+
+@dataclass(frozen=True)
+class DeleteJob:
+    """Remove a recorded trial's Job; `pods` still running are deleted at once too."""
+
+    trial: str
+    pods: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,7 +100,7 @@ class StopTrial:
     message: str
 
 
-Action = CreateTrials | EnsureJob | StopTrial
+Action = CreateTrials | EnsureJob | StopTrial | WriteTrialStatus | DeleteJob
 
 
 @dataclass(frozen=True)
@@ -71,13 +111,87 @@ class Context:
     created: datetime  # the Study's creation: the timeout counts from here
     prune: frozenset[str] = frozenset()  # running trials the pruner says to stop
     grid_size: int | None = None  # the grid sampler's number of points
+    # How long a finished trial's Job (and pod) is kept once the Trial has its result:
+    # (completed or pruned, failed). Failed ones are kept longer, for their logs.
+    retention: tuple[float, float] = (0.0, 3600.0)
+    # Prometheus: None when not configured, "" when answering, else the error.
+    metrics_error: str | None = None
+
+
+Event = tuple[str, str, str]  # (type, reason, message)
 
 
 @dataclass
 class Plan:
     actions: list[Action]
     status: dict[str, Any]
-    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None  # look again after this many seconds
+
+
+@dataclass
+class TrialsPlan:
+    """The trials' next statuses, what to write of them, and what to tell people."""
+
+    views: list[TrialView]
+    writes: list[WriteTrialStatus]
+    events: list[Event]
+
+
+def significant(a: TrialStatus, b: TrialStatus) -> bool:
+    """Whether writing `b` over `a` tells anyone something new."""
+    if a.phase == b.phase == "Pending" and not b.intermediate:
+        return False  # a trial's first status write is when it starts running
+    da, db = a.to_k8s(), b.to_k8s()
+    ga, gb = da.pop("gpuSeconds", 0.0), db.pop("gpuSeconds", 0.0)
+    return da != db or abs(ga - gb) >= GPU_SECONDS_RESOLUTION
+
+
+def trial_event(name: str, st: TrialStatus) -> Event:
+    if st.phase == "Completed":
+        return ("Normal", "TrialCompleted", f"{name} completed with value {st.value}")
+    if st.phase == "Pruned":
+        return ("Normal", "TrialPruned", f"{name} pruned at step {st.last_step}")
+    return ("Warning", "TrialFailed", f"{name} failed ({st.reason}): {st.message}")
+
+
+def plan_trials(
+    spec: StudySpec, observed: list[TrialObservation], gpus: int, now: datetime
+) -> TrialsPlan:
+    """Each trial's next status from what the cluster shows (the trial state machine)."""
+    objectives = [o.metric for o in spec.all_objectives]
+    views, writes, events = [], [], []
+    for o in observed:
+        new = lifecycle.observe(
+            o.stored,
+            job_name=o.name,
+            job=o.job,
+            pods=list(o.pods),
+            objectives=objectives,
+            gpus=gpus,
+            scraped=list(o.scraped),
+            now=now,
+        )
+        if significant(o.stored, new):
+            ended = new.terminal and not o.stored.terminal
+            writes.append(WriteTrialStatus(o.name, new, result=ended))
+            if ended:
+                events.append(trial_event(o.name, new))
+        live = tuple(p.name for p in o.pods if p.phase in ("Pending", "Running") and not p.deleting)
+        views.append(
+            TrialView(
+                name=o.name,
+                uid=o.uid,
+                number=o.number,
+                params=o.params,
+                status=new,
+                has_job=o.job.exists,
+                source=o.source,
+                recorded=o.stored.terminal,
+                live_pods=live,
+            )
+        )
+    return TrialsPlan(views, writes, events)
 
 
 def ranked(spec: StudySpec, trials: list[TrialView]) -> list[TrialView]:
@@ -260,15 +374,23 @@ def plan(
             gpu_spent = not gpu.can_start
             searching = search_left > 0 and not gpu_spent
             room = budget.parallelism - len(active)
+            # The plan numbers the new trials: numbers are never reused, so a Trial's
+            # name (<study>-<number>) always means one trial.
+            first = max((t.number for t in trials), default=-1) + 1
             if searching and room > 0:
-                actions.append(CreateTrials(int(min(room, search_left, gpu.room))))
+                count = int(min(room, search_left, gpu.room))
+                fixed = tuple(spec.enqueue[len(search) : len(search) + count])
+                actions.append(CreateTrials(count, first=first, fixed=fixed))
             elif not searching and not any(t.source != "repeat" for t in active):
                 want = spec.repeat_best.count if spec.repeat_best and best and not gpu_spent else 0
                 if len(repeats) < want and room > 0:
                     assert best is not None
                     actions.append(
                         CreateTrials(
-                            min(room, want - len(repeats)), params=best.params, source="repeat"
+                            min(room, want - len(repeats)),
+                            params=best.params,
+                            source="repeat",
+                            first=first,
                         )
                     )
                 elif not active:
@@ -287,6 +409,13 @@ def plan(
                         grid = " (the whole grid)" if max_trials < budget.max_trials else ""
                         finish(True, "MaxTrialsReached", f"all {max_trials} trials finished{grid}")
             actions += [EnsureJob(t.name) for t in active if not t.has_job]
+        events += [_stop_event(a) for a in actions if isinstance(a, StopTrial)]
+    cleanup, requeue = _cleanup(trials, ctx)
+    actions += cleanup
+    if phase == "Running" and budget.timeout_seconds:
+        until_deadline = max(0.0, deadline - now.timestamp())
+        requeue = until_deadline if requeue is None else min(requeue, until_deadline)
+    conds = _metrics_condition(conds, ctx, phase, generation, now)
 
     finished_n = len(search) - sum(not t.status.terminal for t in search)
     running_now = phase == "Running"
@@ -343,7 +472,62 @@ def plan(
         }
         if spec.repeat_best is not None:
             _repeat_status(new, best, repeats)
-    return Plan(actions=actions, status=new, events=events)
+    return Plan(actions=actions, status=new, events=events, requeue_after=requeue)
+
+
+def _stop_event(stop: StopTrial) -> Event:
+    kind = "Normal" if stop.phase == "Pruned" else "Warning"
+    return (kind, f"Trial{stop.phase}", f"{stop.trial} {stop.phase.lower()}: {stop.message}")
+
+
+def _cleanup(trials: list[TrialView], ctx: Context) -> tuple[list[Action], float | None]:
+    """Jobs of trials whose result is recorded go, after their retention time.
+
+    Level-triggered: whatever happened in between (an operator killed after
+    writing a stop but before deleting the Job), a recorded trial with a Job
+    left gets it deleted, its still-running pods at once.
+    """
+    actions: list[Action] = []
+    requeue: float | None = None
+    for t in trials:
+        if not (t.recorded and t.has_job):
+            continue
+        keep = ctx.retention[1] if t.status.phase == "Failed" else ctx.retention[0]
+        ended = t.status.completion_time or ctx.now
+        left = ended.timestamp() + keep - ctx.now.timestamp()
+        if left <= 0 or t.live_pods:
+            actions.append(DeleteJob(t.name, t.live_pods))
+        else:
+            requeue = left if requeue is None else min(requeue, left)
+    return actions, requeue
+
+
+def _metrics_condition(
+    conds: list[dict[str, Any]], ctx: Context, phase: str, generation: int, now: datetime
+) -> list[dict[str, Any]]:
+    """Whether intermediate values (pruning, curves) are flowing; absent without Prometheus."""
+    if ctx.metrics_error is None or phase not in ("Running", "Pending"):
+        return conds
+    if ctx.metrics_error:
+        return cond.set_condition(
+            conds,
+            cond.METRICS,
+            False,
+            "PrometheusUnreachable",
+            f"pruning and intermediate curves are paused ({ctx.metrics_error}); "
+            "trials still complete from their termination messages",
+            generation,
+            now,
+        )
+    return cond.set_condition(
+        conds,
+        cond.METRICS,
+        True,
+        "PrometheusAnswering",
+        "intermediate values are read from Prometheus",
+        generation,
+        now,
+    )
 
 
 def _repeat_status(new: dict[str, Any], best: TrialView, repeats: list[TrialView]) -> None:

@@ -1,38 +1,50 @@
 """Level-triggered reconciliation of one Study: observe -> plan -> act.
 
-The same code runs for every trigger (Study created or changed, operator start,
-the periodic timer, a trial pod changing), so there is one path to get right.
+The whole critical path is `Reconciler._pass`: a trial's pod ends (the pod watch
+triggers the Study), the pass reads the cache (no API calls), the planner
+decides, Optuna is told and asked in the Study's sampler lane, and the next
+Trial and Job are created beside the write of the finished trial's result.
+Everything else (Events, the Study's status, importance, cleanup, Prometheus)
+happens after that or in the background.
+
 Triggers for one Study coalesce: while a pass runs, further triggers only mark
-it dirty, and one more pass follows. Blocking work (API calls, Optuna's ask,
-Prometheus) runs in threads, so a slow sampler never stalls other Studies.
+it dirty, and one more pass follows. Work runs in separate pools (lanes.py):
+Kubernetes writes, Prometheus reads and Events never wait behind a sampler, and
+a slow sampler (GP) only delays its own Study.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from kubetune import lifecycle, metrics, render
-from kubetune.adapters.kube import Kube, Observed
+from kubetune import metrics, render
+from kubetune.adapters.kube import Kube
 from kubetune.adapters.prom import Prometheus, PrometheusError
-from kubetune.adapters.sampling import StudyModel
-from kubetune.lifecycle import JobObservation, PodObservation, TrialStatus
+from kubetune.adapters.sampling import StudyModel, directions, importance
+from kubetune.cache import Cache, JobRecord, Key, Snapshot, TrialRecord
+from kubetune.lanes import Lanes
+from kubetune.lifecycle import JobObservation, stopped
 from kubetune.plan import (
+    GPU_SECONDS_RESOLUTION,
     Context,
     CreateTrials,
+    DeleteJob,
     EnsureJob,
+    Event,
     Plan,
     StopTrial,
+    TrialObservation,
     TrialView,
+    WriteTrialStatus,
     invalid,
     plan,
+    plan_trials,
 )
 from kubetune.space import grid_size
 from kubetune.spec import SpecError, StudySpec, check_values, parse
@@ -40,11 +52,12 @@ from kubetune.timestamps import parse_time
 
 log = logging.getLogger("kubetune.reconcile")
 T = TypeVar("T")
-Key = tuple[str, str]
-# Rewriting a running trial's GPU-seconds on every pass is churn; this much change is news.
-GPU_SECONDS_RESOLUTION = 60.0
+FINISHED = ("Succeeded", "Failed")
 # fANOVA refits a forest each time: during a Study, at most this often (and once at the end).
 IMPORTANCE_EVERY_SECONDS = 300.0
+# A running Study's status (counts, GPU-hours) is rewritten at most this often; a phase
+# or condition change is written at once.
+STATUS_EVERY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -54,59 +67,12 @@ class Settings:
     stop_grace_seconds: int = 30
     # Fill in the restricted Pod Security settings a trial template leaves unset.
     restricted_trials: bool = True
-
-
-def pod_observation(pod: dict[str, Any]) -> PodObservation:
-    status = pod.get("status") or {}
-    started = parse_time(status.get("startTime"))
-    finished: datetime | None = None
-    exit_code = None
-    messages = []
-    waiting: dict[str, Any] = {}
-    for cs in status.get("containerStatuses") or []:
-        waiting = waiting or (cs.get("state") or {}).get("waiting") or {}
-        term = (cs.get("state") or {}).get("terminated")
-        running = (cs.get("state") or {}).get("running")
-        if running and running.get("startedAt"):
-            started = started or parse_time(running["startedAt"])
-        if term:
-            messages.append(term.get("message") or "")
-            if exit_code is None or term.get("exitCode"):
-                exit_code = term.get("exitCode")
-            done = parse_time(term.get("finishedAt"))
-            if done and (finished is None or done > finished):
-                finished = done
-    return PodObservation(
-        name=pod["metadata"]["name"],
-        phase=status.get("phase") or "Pending",
-        started=started,
-        finished=finished,
-        exit_code=exit_code,
-        termination_messages=tuple(messages),
-        deleting=bool(pod["metadata"].get("deletionTimestamp")),
-        created=parse_time(pod["metadata"].get("creationTimestamp")),
-        waiting_reason=waiting.get("reason"),
-        waiting_message=waiting.get("message"),
-    )
-
-
-def job_observation(job: dict[str, Any] | None) -> JobObservation:
-    if job is None:
-        return JobObservation(exists=False)
-    failed = next(
-        (
-            c
-            for c in (job.get("status") or {}).get("conditions") or []
-            if c.get("type") == "Failed" and c.get("status") == "True"
-        ),
-        None,
-    )
-    return JobObservation(
-        exists=True,
-        backoff_limit=int((job.get("spec") or {}).get("backoffLimit") or 0),
-        failed_reason=failed.get("reason") if failed else None,
-        failed_message=failed.get("message") if failed else None,
-    )
+    # How long finished trials' Jobs and pods are kept once the result is recorded.
+    job_retention_seconds: float = 0.0
+    failed_job_retention_seconds: float = 3600.0
+    # Prometheus polls per running Study: with a pruner (decisions wait on it), without.
+    poll_seconds: float = 1.0
+    poll_seconds_unpruned: float = 5.0
 
 
 def _study_changed(current: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -128,30 +94,58 @@ def _study_changed(current: dict[str, Any], new: dict[str, Any]) -> bool:
     return a != b or abs(used_a - used_b) * 3600 >= GPU_SECONDS_RESOLUTION
 
 
-def _significant(a: TrialStatus, b: TrialStatus) -> bool:
-    """Whether writing `b` over `a` tells anyone something new."""
-    da, db = a.to_k8s(), b.to_k8s()
-    ga, gb = da.pop("gpuSeconds", 0.0), db.pop("gpuSeconds", 0.0)
-    return da != db or abs(ga - gb) >= GPU_SECONDS_RESOLUTION
+def _urgent(current: dict[str, Any], new: dict[str, Any]) -> bool:
+    """A change users wait for (phase, conditions, best trial): written without delay."""
+    return any(current.get(k) != new.get(k) for k in ("phase", "conditions", "bestTrial"))
+
+
+def observations(
+    snap: Snapshot, scraped: dict[str, list[tuple[int, float]]]
+) -> list[TrialObservation]:
+    """The planner's input from a cache snapshot: pure, no API calls."""
+    out = []
+    for t in snap.trials:
+        job = snap.jobs.get(t.name)
+        out.append(
+            TrialObservation(
+                name=t.name,
+                uid=t.uid,
+                number=t.number,
+                params=t.params,
+                source=t.source,
+                stored=t.status,
+                job=job.observation if job else JobObservation(exists=False),
+                pods=tuple(snap.pods.get(t.name, ())),
+                scraped=tuple(scraped.get(t.name, ())),
+            )
+        )
+    return out
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, settings: Settings) -> None:
+    def __init__(self, kube: Kube, settings: Settings, cache: Cache | None = None) -> None:
         self.kube = kube
         self.settings = settings
+        self.cache = cache or Cache()
         self.prom = Prometheus(settings.prometheus_url) if settings.prometheus_url else None
+        self.lanes = Lanes()
         self.models: dict[str, StudyModel] = {}  # by Study uid
+        self.specs: dict[str, tuple[int, StudySpec]] = {}  # by Study uid: (generation, spec)
+        self.importance: dict[str, dict[str, float]] = {}  # by Study uid: the latest fit
         self.importance_at: dict[str, float] = {}  # by Study uid: monotonic time of last fit
         self.validated: dict[str, int] = {}  # by Study uid: the generation whose template passed
         self.freed: dict[str, list[float]] = {}  # by Study uid: when trial slots freed
+        self.status_at: dict[Key, float] = {}  # monotonic time of the last Study status write
+        self.scraped: dict[Key, dict[str, list[tuple[int, float]]]] = {}  # new values by trial
+        self.polled_at: dict[Key, float] = {}  # wall time of the last Prometheus answer
+        self.metrics_error: dict[Key, str] = {}  # "" while Prometheus answers
+        self.polling: set[Key] = set()  # Studies with a Prometheus query in flight
+        self.poll_clock: dict[Key, float] = {}  # monotonic time of the last query
         self.running: set[Key] = set()
-        self.last_error: dict[Key, str] = {}
         self.dirty: set[Key] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kubetune")
-
-    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        self.timers: dict[Key, asyncio.TimerHandle] = {}
+        self.last_error: dict[Key, str] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()
 
     # -- triggers ------------------------------------------------------------------------
 
@@ -161,7 +155,25 @@ class Reconciler:
             self.dirty.add(key)
             return
         self.running.add(key)
-        task = asyncio.get_running_loop().create_task(self._loop(key))
+        self._spawn(self._loop(key))
+
+    def trigger_after(self, key: Key, seconds: float) -> None:
+        """Reconcile `key` again in `seconds` (the earliest such request wins)."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + seconds
+        timer = self.timers.get(key)
+        if timer is not None and not timer.cancelled() and timer.when() <= when:
+            return
+        if timer is not None:
+            timer.cancel()
+        self.timers[key] = loop.call_at(when, self._fire, key)
+
+    def _fire(self, key: Key) -> None:
+        self.timers.pop(key, None)
+        self.trigger(*key)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -170,11 +182,14 @@ class Reconciler:
             while True:
                 self.dirty.discard(key)
                 try:
-                    again = await self.reconcile(*key)
-                except Exception:
-                    log.exception(
-                        "reconcile of study %s/%s failed; retrying on the next trigger", *key
-                    )
+                    with metrics.RECONCILE.time():
+                        again = await self._pass(key)
+                    self.last_error.pop(key, None)
+                except Exception as e:
+                    metrics.RECONCILE_ERRORS.inc()
+                    log.exception("reconcile of study %s/%s failed; retrying", *key)
+                    self._report_error(key, e)
+                    self.trigger_after(key, 5.0)
                     again = False
                 if again:
                     self.dirty.add(key)
@@ -183,76 +198,261 @@ class Reconciler:
         finally:
             self.running.discard(key)
 
-    async def _report_error(self, key: Key, error: Exception) -> None:
+    def _report_error(self, key: Key, error: Exception) -> None:
         """Tell the Study's owner, once per distinct error, that the operator is stuck."""
         text = f"{type(error).__name__}: {error}"
         if self.last_error.get(key) == text:
             return
         self.last_error[key] = text
-        with contextlib.suppress(Exception):
-            study = await self._io(self.kube.get_study, *key)
-            if study is not None:
-                await self._io(
-                    self.kube.event, study, "Warning", "ReconcileError", f"{text} (retrying)"
-                )
+        study = self.cache.study(key)
+        if study is not None:
+            self._event(study, ("Warning", "ReconcileError", f"{text} (retrying)"))
 
     def forget(self, uid: str) -> None:
-        self.models.pop(uid, None)
-        self.importance_at.pop(uid, None)
+        for table in (self.models, self.specs, self.importance, self.importance_at):
+            table.pop(uid, None)
         self.validated.pop(uid, None)
         self.freed.pop(uid, None)
 
+    def forget_key(self, key: Key) -> None:
+        for table in (self.status_at, self.polled_at, self.poll_clock):
+            table.pop(key, None)
+        self.scraped.pop(key, None)
+        self.metrics_error.pop(key, None)
+        timer = self.timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    # -- I/O helpers --------------------------------------------------------------------------
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self.lanes.run(self.lanes.io, fn, *args)
+
+    def _event(self, obj: dict[str, Any], event: Event) -> None:
+        """Post an Event in the background: it never delays a pass."""
+        self._spawn(self.lanes.run(self.lanes.events, self.kube.event, obj, *event))
+
     # -- one pass --------------------------------------------------------------------------
 
-    async def reconcile(self, namespace: str, name: str) -> bool:
-        """One pass; returns True if another pass should follow at once."""
-        with metrics.RECONCILE.time():
-            return await self._reconcile(namespace, name)
-
-    async def _reconcile(self, namespace: str, name: str) -> bool:
-        obs = await self._io(self.kube.observe, namespace, name)
-        if obs is None:
-            return False
-        study = obs.study
+    def _spec(self, study: dict[str, Any]) -> StudySpec:
         uid = study["metadata"]["uid"]
         generation = int(study["metadata"].get("generation") or 0)
+        cached = self.specs.get(uid)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        spec = parse(study.get("spec") or {})
+        self.specs[uid] = (generation, spec)
+        return spec
+
+    async def _pass(self, key: Key) -> bool:
+        """One pass; returns True if another pass should follow at once."""
+        snap = self.cache.snapshot(key)
+        if snap is None:
+            return False
+        study = snap.study
+        meta = study["metadata"]
+        uid = meta["uid"]
+        generation = int(meta.get("generation") or 0)
         status = study.get("status") or {}
         now = datetime.now(UTC)
         try:
-            spec = parse(study.get("spec") or {})
-            views = await self._observe_trials(spec, obs, now)
-            model = await self._model(uid, spec, views, obs)
+            spec = self._spec(study)
             grid = grid_size(spec) if spec.sampler.name == "grid" else None
         except SpecError as e:
-            return await self._invalid(obs, e, now)
-        await self._io(model.sync, views)
-        numbers = {v.number: v.name for v in views}
-        prune = frozenset(numbers[n] for n in await self._io(model.to_prune) if n in numbers)
-        created = parse_time(study["metadata"].get("creationTimestamp")) or now
-        ctx = Context(now=now, created=created, prune=prune, grid_size=grid)
-        result = plan(spec, views, status, generation, ctx)
-        if any(isinstance(a, CreateTrials) for a in result.actions):
-            # Only new trials need the template checked; finished Studies never do.
+            return await self._invalid(key, study, e, now)
+        gpus = render.gpus_requested(spec.trial_template)
+        trials = plan_trials(spec, observations(snap, self.scraped.get(key, {})), gpus, now)
+        finished = status.get("phase") in FINISHED
+        model = self.models.get(uid)
+        active = any(not v.status.terminal for v in trials.views)
+        prune: frozenset[str] = frozenset()
+        if model is not None or not finished or active:
             try:
-                await self._validate_template(spec, obs, generation)
+                model = await self._model(key, uid, spec, trials.views)
             except SpecError as e:
-                return await self._invalid(obs, e, now)
-        result.status["sampler"] = {"name": spec.sampler.name, "learnedTrials": model.learned()}
-        await self._importance(uid, model, status, result)
-        again = await self._act(spec, obs, model, views, result, now)
-        await self._write_study(obs, status, result)
+                return await self._invalid(key, study, e, now)
+            prune = await self._sync(spec, model, trials.views)
+        ctx = Context(
+            now=now,
+            created=parse_time(meta.get("creationTimestamp")) or now,
+            prune=prune,
+            grid_size=grid,
+            retention=(
+                self.settings.job_retention_seconds,
+                self.settings.failed_job_retention_seconds,
+            ),
+            metrics_error=self.metrics_error.get(key) if self.prom else None,
+        )
+        result = plan(spec, trials.views, status, generation, ctx)
+        creates = [a for a in result.actions if isinstance(a, CreateTrials)]
+        if creates:
+            try:
+                await self._validate_template(spec, study, generation)
+                if model is None:  # a finished Study resumed (maxTrials raised)
+                    model = await self._model(key, uid, spec, trials.views)
+                    await self._sync(spec, model, trials.views)
+            except SpecError as e:
+                return await self._invalid(key, study, e, now)
+        learned = (
+            model.learned()
+            if model is not None
+            else (status.get("sampler") or {}).get("learnedTrials", 0)
+        )
+        result.status["sampler"] = {"name": spec.sampler.name, "learnedTrials": learned}
+        self._importance(key, uid, model, status, result)
+
+        # The critical path: the finished trials' results are recorded while the next
+        # trials are created; a stopped trial's status is written before its Job goes.
+        stopping = {a.trial for a in result.actions if isinstance(a, StopTrial)}
+        by_name = {v.name: v for v in trials.views}
+        critical: list[Awaitable[Any]] = [
+            self._write_trial(key, w) for w in trials.writes if w.trial not in stopping
+        ]
+        for action in result.actions:
+            if isinstance(action, CreateTrials):
+                assert model is not None
+                critical.append(self._create_trials(key, spec, study, model, action))
+            elif isinstance(action, StopTrial):
+                critical.append(self._stop(key, by_name[action.trial], action, now))
+            elif isinstance(action, EnsureJob):
+                critical.append(self._ensure_job(key, spec, study, by_name[action.trial]))
+        outcomes = await asyncio.gather(*critical, return_exceptions=True)
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        # A newly recorded result lets the next pass remove the trial's Job.
+        again = any(o is True for o in outcomes) or any(w.result for w in trials.writes)
+
+        for event in [*trials.events, *result.events]:
+            self._event(study, event)
+        cleanup = [self._delete_job(key, a) for a in result.actions if isinstance(a, DeleteJob)]
+        errors += [o for o in await asyncio.gather(*cleanup, return_exceptions=True) if o]
+        if errors:
+            raise errors[0]
+        await self._write_study(key, study, status, result)
         metrics.record_study(uid, result.status["phase"], result.status["trials"])
+        if result.status["phase"] in FINISHED and not any(
+            not v.status.terminal for v in trials.views
+        ):
+            # A finished Study needs no sampler: release it (rebuilt if the Study resumes).
+            self.models.pop(uid, None)
+        if result.requeue_after is not None:
+            self.trigger_after(key, max(0.05, result.requeue_after))
         return again
 
-    async def _invalid(self, obs: Observed, error: SpecError, now: datetime) -> bool:
+    async def _sync(
+        self, spec: StudySpec, model: StudyModel, views: list[TrialView]
+    ) -> frozenset[str]:
+        """Tell Optuna what finished and what was reported; which trials to prune."""
+
+        def work() -> list[int]:
+            model.sync(views)
+            return model.to_prune()
+
+        numbers = {v.number: v.name for v in views}
+        prune = await self.lanes.run(self.lanes.sampler(spec), work)
+        return frozenset(numbers[n] for n in prune if n in numbers)
+
+    async def _invalid(
+        self, key: Key, study: dict[str, Any], error: SpecError, now: datetime
+    ) -> bool:
         """Report a spec error as the Invalid condition; nothing else happens."""
-        meta = obs.study["metadata"]
-        status = obs.study.get("status") or {}
+        meta = study["metadata"]
+        status = study.get("status") or {}
         self.forget(meta["uid"])
         result = invalid(status, str(error), int(meta.get("generation") or 0), now)
-        await self._write_study(obs, status, result)
+        for event in result.events:
+            self._event(study, event)
+        await self._write_study(key, study, status, result, urgent=True)
         metrics.record_study(meta["uid"], result.status["phase"], status.get("trials"))
         return False
+
+    # -- the model (Optuna) -------------------------------------------------------------------
+
+    async def _model(
+        self, key: Key, uid: str, spec: StudySpec, views: list[TrialView]
+    ) -> StudyModel:
+        model = self.models.get(uid)
+        if model is None:
+            warm = self._warm_start(key, spec)
+            model = await self.lanes.run(
+                self.lanes.sampler(spec), StudyModel.rebuild, spec, views, warm
+            )
+            self.models[uid] = model
+            log.info(
+                "rebuilt the Optuna study of %s/%s from %d trials (%d warm-start)",
+                *key,
+                len(views),
+                len(warm),
+            )
+        return model
+
+    def _warm_start(self, key: Key, spec: StudySpec) -> list[TrialView]:
+        """Another Study's completed trials (from the cache), checked against this space."""
+        if spec.warm_start is None:
+            return []
+        namespace = key[0]
+        source = spec.warm_start.from_study
+        where = f"spec.warmStart.fromStudy: {source!r}"
+        other = self.cache.snapshot((namespace, source))
+        if other is None:
+            raise SpecError(f"{where} is not a Study in namespace {namespace}")
+        try:
+            other_spec = parse(other.study.get("spec") or {})
+        except SpecError as e:
+            raise SpecError(f"{where} has an invalid spec ({e})") from None
+        mine = [(o.metric, o.direction) for o in spec.all_objectives]
+        theirs = [(o.metric, o.direction) for o in other_spec.all_objectives]
+        if mine != theirs:
+            raise SpecError(f"{where} optimises {theirs}, this Study {mine}")
+        views = []
+        for trial in sorted(other.trials, key=lambda t: t.number):
+            if trial.status.phase != "Completed" or trial.source == "repeat":
+                continue
+            problems = check_values(spec.parameters, trial.params)
+            if problems:
+                raise SpecError(
+                    f"{where}: trial {trial.name} does not fit this search "
+                    f"space ({'; '.join(problems)})"
+                )
+            views.append(
+                TrialView(trial.name, trial.uid, trial.number, trial.params, trial.status, True)
+            )
+        return views
+
+    def _importance(
+        self,
+        key: Key,
+        uid: str,
+        model: StudyModel | None,
+        status: dict[str, Any],
+        result: Plan,
+    ) -> None:
+        """Parameter importance, refitted in the background: every few minutes while
+        running, once more at the end. The status carries the latest fit."""
+        latest = self.importance.get(uid) or status.get("importance")
+        if latest:
+            result.status["importance"] = latest
+        if model is None:
+            return
+        finished = result.status["phase"] in FINISHED
+        last = self.importance_at.get(uid)
+        clock = time.monotonic()
+        stale = last is None or clock - last >= IMPORTANCE_EVERY_SECONDS
+        ending = finished and status.get("phase") != result.status["phase"]
+        if not (ending or (stale and (not finished or "importance" not in status))):
+            return
+        self.importance_at[uid] = clock
+        trials = model.completed()
+        dirs = directions(model.spec)
+
+        async def fit() -> None:
+            scores = await self.lanes.run(self.lanes.background, importance, dirs, trials)
+            if scores and scores != self.importance.get(uid):
+                self.importance[uid] = scores
+                self.trigger(*key)
+
+        self._spawn(fit())
+
+    # -- actions ------------------------------------------------------------------------------
 
     def _ident(self, spec: StudySpec, meta: dict[str, Any], number: int) -> render.TrialIdentity:
         return render.TrialIdentity(meta["namespace"], meta["name"], number, _seed(spec, number))
@@ -268,9 +468,11 @@ class Reconciler:
             spec, ident, params, owner, self.settings.metrics_port, self.settings.restricted_trials
         )
 
-    async def _validate_template(self, spec: StudySpec, obs: Observed, generation: int) -> None:
+    async def _validate_template(
+        self, spec: StudySpec, study: dict[str, Any], generation: int
+    ) -> None:
         """Dry-run the trial Job and pod once per generation: refusals become Invalid."""
-        meta = obs.study["metadata"]
+        meta = study["metadata"]
         if self.validated.get(meta["uid"]) == generation:
             return
         ident = self._ident(spec, meta, 0)
@@ -284,197 +486,54 @@ class Reconciler:
             )
         self.validated[meta["uid"]] = generation
 
-    async def _importance(
-        self, uid: str, model: StudyModel, status: dict[str, Any], result: Plan
+    async def _write_trial(self, key: Key, write: WriteTrialStatus) -> None:
+        stored = await self._io(
+            self.kube.patch_status, "Trial", key[0], write.trial, write.status.to_k8s()
+        )
+        if stored is not None:
+            self.cache.put(TrialRecord.parse(stored))
+        if write.result:
+            self._freed(key)
+
+    def _freed(self, key: Key) -> None:
+        study = self.cache.study(key)
+        if study is not None:
+            self.freed.setdefault(study["metadata"]["uid"], []).append(time.monotonic())
+
+    async def _stop(self, key: Key, view: TrialView, action: StopTrial, now: datetime) -> None:
+        """Record the stop first, then delete the Job: a stop is never forgotten."""
+        status = stopped(view.status, action.phase, action.reason, action.message, now)
+        await self._write_trial(key, WriteTrialStatus(view.name, status, result=True))
+        await self._delete_job(key, DeleteJob(view.name, view.live_pods))
+
+    async def _delete_job(self, key: Key, action: DeleteJob) -> None:
+        grace = self.settings.stop_grace_seconds
+        await self._io(self.kube.delete, "Job", key[0], action.trial, grace)
+        # The garbage collector deletes the pods later; a running one is deleted now,
+        # so its GPU is handed back at once (it still gets its grace period).
+        await asyncio.gather(
+            *(self._io(self.kube.delete, "Pod", key[0], pod, grace) for pod in action.pods)
+        )
+        state = self.cache.studies.get(key)
+        if state is not None:
+            state.jobs.pop(action.trial, None)
+
+    async def _ensure_job(
+        self, key: Key, spec: StudySpec, study: dict[str, Any], view: TrialView
     ) -> None:
-        """Parameter importance: every few minutes while running, once more at the end."""
-        finished = result.status["phase"] in ("Succeeded", "Failed")
-        last = self.importance_at.get(uid)
-        clock = asyncio.get_running_loop().time()
-        stale = last is None or clock - last >= IMPORTANCE_EVERY_SECONDS
-        ending = finished and status.get("phase") != result.status["phase"]
-        # A finished Study without importance (too few trials, say) is retried at the same
-        # pace as a running one, not on every event.
-        if ending or (stale and (not finished or "importance" not in status)):
-            self.importance_at[uid] = clock
-            importance = await self._io(model.importance)
-            if importance:
-                result.status["importance"] = importance
-        elif status.get("importance"):
-            result.status["importance"] = status["importance"]
-
-    async def _model(
-        self, uid: str, spec: StudySpec, views: list[TrialView], obs: Observed
-    ) -> StudyModel:
-        model = self.models.get(uid)
-        if model is None:
-            warm = await self._warm_start(spec, obs)
-            model = await self._io(StudyModel.rebuild, spec, views, warm)
-            self.models[uid] = model
-            log.info(
-                "rebuilt the Optuna study of %s/%s from %d trials (%d warm-start)",
-                obs.study["metadata"]["namespace"],
-                obs.study["metadata"]["name"],
-                len(views),
-                len(warm),
-            )
-        return model
-
-    async def _warm_start(self, spec: StudySpec, obs: Observed) -> list[TrialView]:
-        """Another Study's completed trials, checked against this Study's space."""
-        if spec.warm_start is None:
-            return []
-        namespace = obs.study["metadata"]["namespace"]
-        source = spec.warm_start.from_study
-        where = f"spec.warmStart.fromStudy: {source!r}"
-        other = await self._io(self.kube.observe, namespace, source)
-        if other is None:
-            raise SpecError(f"{where} is not a Study in namespace {namespace}")
-        try:
-            other_spec = parse(other.study.get("spec") or {})
-        except SpecError as e:
-            raise SpecError(f"{where} has an invalid spec ({e})") from None
-        mine = [(o.metric, o.direction) for o in spec.all_objectives]
-        theirs = [(o.metric, o.direction) for o in other_spec.all_objectives]
-        if mine != theirs:
-            raise SpecError(f"{where} optimises {theirs}, this Study {mine}")
-        views = []
-        for trial in other.trials:
-            st = TrialStatus.from_k8s(trial.get("status"))
-            params = dict(trial["spec"].get("params") or {})
-            if st.phase != "Completed" or trial["spec"].get("source") == "repeat":
-                continue
-            problems = check_values(spec.parameters, params)
-            if problems:
-                raise SpecError(
-                    f"{where}: trial {trial['metadata']['name']} does not fit this search "
-                    f"space ({'; '.join(problems)})"
-                )
-            views.append(
-                TrialView(
-                    trial["metadata"]["name"],
-                    trial["metadata"]["uid"],
-                    int(trial["spec"]["number"]),
-                    params,
-                    st,
-                    True,
-                )
-            )
-        return views
-
-    async def _observe_trials(
-        self, spec: StudySpec, obs: Observed, now: datetime
-    ) -> list[TrialView]:
-        views = []
-        objectives = [o.metric for o in spec.all_objectives]
-        gpus = render.gpus_requested(spec.trial_template)
-        for trial in obs.trials:
-            name = trial["metadata"]["name"]
-            current = TrialStatus.from_k8s(trial.get("status"))
-            pods = [pod_observation(p) for p in obs.pods.get(name, [])]
-            scraped: list[tuple[int, float]] = []
-            started = current.start_time or min(
-                (p.started for p in pods if p.started), default=None
-            )
-            if self.prom and not current.terminal and started is not None:
-                try:
-                    ns = obs.study["metadata"]["namespace"]
-                    scraped = await self._io(
-                        self.prom.intermediate, ns, name, objectives[0], started, now
-                    )
-                except PrometheusError as e:
-                    metrics.PROMETHEUS_ERRORS.inc()
-                    log.warning("%s", e)
-            new = lifecycle.observe(
-                current,
-                job_name=name,
-                job=job_observation(obs.jobs.get(name)),
-                pods=pods,
-                objectives=objectives,
-                gpus=gpus,
-                scraped=scraped,
-                now=now,
-            )
-            if _significant(current, new):
-                await self._io(
-                    self.kube.patch_status,
-                    "Trial",
-                    trial["metadata"]["namespace"],
-                    name,
-                    new.to_k8s(),
-                )
-                if new.phase != current.phase and new.terminal:
-                    self.freed.setdefault(obs.study["metadata"]["uid"], []).append(time.monotonic())
-                    await self._trial_event(obs.study, name, new)
-            views.append(
-                TrialView(
-                    name=name,
-                    uid=trial["metadata"]["uid"],
-                    number=int(trial["spec"]["number"]),
-                    params=dict(trial["spec"].get("params") or {}),
-                    status=new,
-                    has_job=name in obs.jobs,
-                    source=trial["spec"].get("source") or "sampler",
-                )
-            )
-        return views
-
-    async def _trial_event(self, study: dict[str, Any], name: str, st: TrialStatus) -> None:
-        if st.phase == "Completed":
-            event = ("Normal", "TrialCompleted", f"{name} completed with value {st.value}")
-        elif st.phase == "Pruned":
-            event = ("Normal", "TrialPruned", f"{name} pruned at step {st.last_step}")
-        else:
-            event = ("Warning", "TrialFailed", f"{name} failed ({st.reason}): {st.message}")
-        await self._io(self.kube.event, study, *event)
-
-    async def _act(
-        self,
-        spec: StudySpec,
-        obs: Observed,
-        model: StudyModel,
-        views: list[TrialView],
-        result: Plan,
-        now: datetime,
-    ) -> bool:
-        study = obs.study
-        meta = study["metadata"]
-        owner = render.Owner(kind="Study", name=meta["name"], uid=meta["uid"])
-        again = False
-        by_name = {v.name: v for v in views}
-        for action in result.actions:
-            if isinstance(action, CreateTrials):
-                again |= await self._create_trials(spec, study, owner, model, views, action)
-            elif isinstance(action, EnsureJob):
-                view = by_name[action.trial]
-                trial_owner = render.Owner(kind="Trial", name=view.name, uid=view.uid)
-                ident = self._ident(spec, meta, view.number)
-                await self._io(self.kube.create, self._job(spec, ident, view.params, trial_owner))
-            elif isinstance(action, StopTrial):
-                self.freed.setdefault(meta["uid"], []).append(time.monotonic())
-                view = by_name[action.trial]
-                stopped = lifecycle.stopped(
-                    view.status, action.phase, action.reason, action.message, now
-                )
-                await self._io(
-                    self.kube.patch_status, "Trial", meta["namespace"], view.name, stopped.to_k8s()
-                )
-                await self._io(
-                    self.kube.delete_job,
-                    meta["namespace"],
-                    view.name,
-                    self.settings.stop_grace_seconds,
-                )
-                again = True
-        return again
+        """A Trial without its Job (the operator stopped between the two creates)."""
+        owner = render.Owner(kind="Trial", name=view.name, uid=view.uid)
+        ident = self._ident(spec, study["metadata"], view.number)
+        job = await self._io(self.kube.create, self._job(spec, ident, view.params, owner))
+        if job is not None:
+            self.cache.put(JobRecord.parse(job))
 
     async def _create_trials(
         self,
+        key: Key,
         spec: StudySpec,
         study: dict[str, Any],
-        owner: render.Owner,
         model: StudyModel,
-        views: list[TrialView],
         action: CreateTrials,
     ) -> bool:
         meta = study["metadata"]
@@ -482,24 +541,22 @@ class Reconciler:
             asked: list[tuple[Any, dict[str, Any]]] = [(None, dict(action.params))] * action.count
             sources = [action.source] * action.count
         else:
-            searched = sum(v.source != "repeat" for v in views)
-            fixed = spec.enqueue[searched:]
-            asked = await self._io(model.ask, action.count, fixed)
-            sources = ["enqueued" if i < len(fixed) else "sampler" for i in range(action.count)]
-        number = max((v.number for v in views), default=-1) + 1
-        for (trial, params), source in zip(asked, sources, strict=True):
+            asked = await self.lanes.run(
+                self.lanes.sampler(spec), model.ask, action.count, list(action.fixed)
+            )
+            sources = [
+                "enqueued" if i < len(action.fixed) else "sampler" for i in range(action.count)
+            ]
+        owner = render.Owner(kind="Study", name=meta["name"], uid=meta["uid"])
+
+        async def one(number: int, trial: Any, params: dict[str, Any], source: str) -> bool:
             ident = self._ident(spec, meta, number)
-            body = render.render_trial(ident, params, owner, source)
-            try:
-                created = await self._io(self.kube.create, body)
-            except Exception:
-                # The Optuna study now holds a trial no Trial object backs: rebuild it.
-                self.forget(meta["uid"])
-                raise
+            created = await self._io(
+                self.kube.create, render.render_trial(ident, params, owner, source)
+            )
             if created is None:
-                # Someone created it before us (another pass or operator): start afresh.
-                self.forget(meta["uid"])
-                return True
+                return False
+            self.cache.put(TrialRecord.parse(created))
             if trial is not None:
                 model.adopt(number, trial)
             else:
@@ -507,28 +564,133 @@ class Reconciler:
             trial_owner = render.Owner(
                 kind="Trial", name=ident.name, uid=created["metadata"]["uid"]
             )
-            await self._io(self.kube.create, self._job(spec, ident, params, trial_owner))
+            job = await self._io(self.kube.create, self._job(spec, ident, params, trial_owner))
+            if job is not None:
+                self.cache.put(JobRecord.parse(job))
             freed = self.freed.get(meta["uid"])
             if freed:
                 metrics.TRIAL_CREATION.observe(time.monotonic() - freed.pop(0))
-            await self._io(
-                self.kube.event,
-                study,
-                "Normal",
-                "TrialCreated",
-                f"{ident.name} ({source}): {params}",
-            )
-            number += 1
+            return True
+
+        results = await asyncio.gather(
+            *(
+                one(action.first + i, trial, params, source)
+                for i, ((trial, params), source) in enumerate(zip(asked, sources, strict=True))
+            ),
+            return_exceptions=True,
+        )
+        if not all(r is True for r in results):
+            # A Trial existed already (another operator?) or a create failed: the Optuna
+            # study now holds trials no Trial object backs. Rebuild it from the Trials.
+            self.forget(meta["uid"])
+            failure = next((r for r in results if isinstance(r, BaseException)), None)
+            if failure is not None:
+                raise failure
         return True
 
-    async def _write_study(self, obs: Observed, current: dict[str, Any], result: Plan) -> None:
-        meta = obs.study["metadata"]
-        if _study_changed(current, result.status):
-            await self._io(
-                self.kube.patch_status, "Study", meta["namespace"], meta["name"], result.status
+    async def _write_study(
+        self,
+        key: Key,
+        study: dict[str, Any],
+        current: dict[str, Any],
+        result: Plan,
+        urgent: bool = False,
+    ) -> None:
+        if not _study_changed(current, result.status):
+            return
+        clock = time.monotonic()
+        wait = self.status_at.get(key, -1e9) + STATUS_EVERY_SECONDS - clock
+        if wait > 0 and not urgent and not _urgent(current, result.status):
+            self.trigger_after(key, wait)  # write the latest status then
+            return
+        self.status_at[key] = clock
+        meta = study["metadata"]
+        stored = await self._io(
+            self.kube.patch_status, "Study", meta["namespace"], meta["name"], result.status
+        )
+        if stored is not None:
+            self.cache.put_study(stored)
+
+    # -- Prometheus -------------------------------------------------------------------------
+
+    async def poll_metrics(self) -> None:
+        """Read new intermediate values of running trials, one query per Study."""
+        if self.prom is None:
+            return
+        clock = time.monotonic()
+        for key, state in list(self.cache.studies.items()):
+            if state.body is None or key in self.polling:
+                continue
+            if not any(p.observation.phase == "Running" for p in state.pods.values()):
+                continue
+            spec = self.specs.get(state.body["metadata"]["uid"])
+            pruned = spec is not None and spec[1].pruner.name != "none"
+            every = self.settings.poll_seconds if pruned else self.settings.poll_seconds_unpruned
+            if clock - self.poll_clock.get(key, -1e9) < every:
+                continue
+            self.poll_clock[key] = clock
+            self.polling.add(key)
+            self._spawn(self._poll(key, state.body))
+
+    async def _poll(self, key: Key, study: dict[str, Any]) -> None:
+        assert self.prom is not None
+        try:
+            spec = self._spec(study)
+        except SpecError:
+            self.polling.discard(key)
+            return
+        state = self.cache.studies.get(key)
+        trials = {
+            t.name: t
+            for t in (state.trials.values() if state else ())
+            if not t.status.terminal and t.owner_uid == study["metadata"]["uid"]
+        }
+        now = time.time()
+        since = self.polled_at.get(key)
+        if since is None:
+            starts = [t.status.start_time for t in trials.values() if t.status.start_time]
+            since = min((s.timestamp() for s in starts), default=now) - 60
+        # Overlap the previous window a little: a sample is stamped with its scrape's
+        # start, and becomes queryable a moment later.
+        window = now - since + 3
+        try:
+            found = await self.lanes.run(
+                self.lanes.prometheus,
+                self.prom.study_intermediate,
+                key[0],
+                key[1],
+                spec.primary.metric,
+                window,
             )
-        for kind, reason, message in result.events:
-            await self._io(self.kube.event, obs.study, kind, reason, message)
+        except PrometheusError as e:
+            metrics.PROMETHEUS_ERRORS.inc()
+            if self.metrics_error.get(key) != str(e):
+                log.warning("%s", e)
+                self.metrics_error[key] = str(e)
+                self.trigger(*key)
+            return
+        finally:
+            self.polling.discard(key)
+        self.polled_at[key] = now
+        news = False
+        scraped = self.scraped.setdefault(key, {})
+        for name in list(scraped):
+            if name not in trials:
+                del scraped[name]
+        for name, pairs in found.items():
+            trial = trials.get(name)
+            if trial is None:
+                continue
+            known = dict(trial.status.intermediate) | dict(scraped.get(name, []))
+            new = [(s, v) for s, v in pairs if known.get(s) != v]
+            if new:
+                scraped[name] = sorted((dict(scraped.get(name, [])) | dict(new)).items())
+                news = True
+        if self.metrics_error.get(key) != "":
+            self.metrics_error[key] = ""
+            news = True
+        if news:
+            self.trigger(*key)
 
 
 def _seed(spec: StudySpec, number: int) -> int:

@@ -51,7 +51,7 @@ def test_fresh_study_fills_parallelism() -> None:
 def test_never_more_than_parallelism_nor_max_trials() -> None:
     assert plan(spec(), [trial(0), trial(1)], {}, 1, CTX).actions == []
     p = plan(spec(), [trial(0, "Completed", 0.5), trial(1)], {}, 1, CTX)
-    assert p.actions == [CreateTrials(1)]
+    assert p.actions == [CreateTrials(1, first=2)], "numbers are never reused"
     done = [trial(i, "Completed", 0.1) for i in range(4)] + [trial(4)]
     assert plan(spec(), done, {}, 1, CTX).actions == []
 
@@ -113,7 +113,7 @@ def test_raising_max_trials_resumes_a_finished_study() -> None:
     assert done.status["phase"] == "Succeeded"
     more = plan(spec(maxTrials=8), trials, done.status, 2, CTX)
     assert more.status["phase"] == "Running"
-    assert more.actions == [CreateTrials(2)]
+    assert more.actions == [CreateTrials(2, first=5)]
     assert more.status["completionTime"] is None
     completed = next(c for c in more.status["conditions"] if c["type"] == "Completed")
     assert completed["status"] == "False" and completed["reason"] == "BudgetRaised"

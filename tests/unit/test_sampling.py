@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from kubetune.adapters.sampling import PhasedSampler, StudyModel, make_pruner, make_sampler
+from kubetune.adapters.sampling import (
+    PhasedSampler,
+    StudyModel,
+    directions,
+    importance,
+    make_pruner,
+    make_sampler,
+)
 from kubetune.lifecycle import TrialStatus
 from kubetune.plan import TrialView
 from kubetune.space import grid_size
@@ -223,7 +230,7 @@ def test_importance_after_enough_trials() -> None:
             TrialView(f"s-{n}", "u", n, p, TrialStatus(phase="Completed", value=value), True)
         )
     model.sync(views)
-    imp = model.importance()
+    imp = importance(directions(model.spec), model.completed())
     assert max(imp, key=lambda k: imp[k]) == "layers"
 
 

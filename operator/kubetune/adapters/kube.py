@@ -1,7 +1,11 @@
-"""The Kubernetes API, as the reconciler needs it (blocking calls; run them in threads).
+"""The Kubernetes API writes the reconciler makes (blocking calls; run them in threads).
 
-Every write is idempotent: creates of deterministically named objects treat
-AlreadyExists as success, deletes treat NotFound as success.
+Reads come from the watch-fed cache, never from here. Every write is
+idempotent (creates of deterministically named objects report AlreadyExists as
+None, deletes treat NotFound as success), returns the object the API server
+stored (so the cache learns our own writes at once), and has a timeout.
+Bodies and responses are plain JSON: the typed client's models cost
+milliseconds per object and reject bodies the API server would accept.
 """
 
 from __future__ import annotations
@@ -9,96 +13,91 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from kubetune.render import API_VERSION, GROUP, LABEL_STUDY, VERSION
+from kubetune import metrics
+from kubetune.render import API_VERSION, GROUP, VERSION
 from kubetune.timestamps import format_time
 
 log = logging.getLogger("kubetune.kube")
 MERGE = "application/merge-patch+json"
+CUSTOM = f"/apis/{GROUP}/{VERSION}"
+PLURALS = {"Study": "studies", "Trial": "trials"}
 
 
-def load_config() -> client.ApiClient:
-    """In-cluster credentials when running in a pod, else the kubeconfig."""
+def load_config(pool_size: int = 32) -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig.
+
+    The connection pool must hold the watches' long-lived connections and the
+    I/O threads' requests at once, or requests queue behind each other.
+    """
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()
+        config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
+        config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
 
 
-@dataclass
-class Observed:
-    """Everything the reconciler reads about one Study, in one go."""
-
-    study: dict[str, Any]
-    trials: list[dict[str, Any]]
-    jobs: dict[str, dict[str, Any]]  # by Job name
-    pods: dict[str, list[dict[str, Any]]]  # by job-name label
+def api_error(e: ApiException) -> str:
+    """The API server's message (a Status object's `message`), else the HTTP reason."""
+    try:
+        return str(json.loads(e.body).get("message") or e.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(e.reason)
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, timeout: float = 15.0) -> None:
         self.api = api
-        self.custom = client.CustomObjectsApi(api)
-        self.batch = client.BatchV1Api(api)
-        self.core = client.CoreV1Api(api)
-        self.events = client.EventsV1Api(api)
+        self.timeout = timeout
 
-    def get_study(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            study: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, "studies", name
-            )
-            return study
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+    def _call(
+        self,
+        method: str,
+        path: str,
+        resource: str,
+        body: Any = None,
+        query: list[tuple[str, Any]] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        metrics.API_REQUESTS.labels(verb=method.lower(), resource=resource).inc()
+        resp = self.api.call_api(
+            path,
+            method,
+            query_params=query or [],
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=(min(5.0, self.timeout), self.timeout),
+        )[0]
+        data = resp.data
+        out: dict[str, Any] = json.loads(data) if data else {}
+        return out
 
-    def observe(self, namespace: str, name: str) -> Observed | None:
-        study = self.get_study(namespace, name)
-        if study is None:
-            return None
-        selector = f"{LABEL_STUDY}={name}"
-        trials = self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, "trials", label_selector=selector
-        )["items"]
-        jobs = self.api.sanitize_for_serialization(
-            self.batch.list_namespaced_job(namespace, label_selector=selector).items
-        )
-        pods = self.api.sanitize_for_serialization(
-            self.core.list_namespaced_pod(namespace, label_selector=selector).items
-        )
-        by_job: dict[str, list[dict[str, Any]]] = {}
-        for pod in pods:
-            job = (pod["metadata"].get("labels") or {}).get("job-name")
-            if job:
-                by_job.setdefault(job, []).append(pod)
-        return Observed(
-            study=study,
-            trials=[t for t in trials if _owned_by(t, study)],
-            jobs={j["metadata"]["name"]: j for j in jobs},
-            pods=by_job,
-        )
+    @staticmethod
+    def _path(kind: str, namespace: str, name: str = "") -> str:
+        if kind == "Job":
+            base = f"/apis/batch/v1/namespaces/{namespace}/jobs"
+        elif kind == "Pod":
+            base = f"/api/v1/namespaces/{namespace}/pods"
+        elif kind == "Event":
+            base = f"/apis/events.k8s.io/v1/namespaces/{namespace}/events"
+        else:
+            base = f"{CUSTOM}/namespaces/{namespace}/{PLURALS[kind]}"
+        return f"{base}/{name}" if name else base
 
     def create(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """Create a Trial or Job; None if it already existed (a repeated step)."""
-        ns = body["metadata"]["namespace"]
+        kind, ns = body["kind"], body["metadata"]["namespace"]
         try:
-            if body["kind"] == "Job":
-                job = self.batch.create_namespaced_job(ns, body)
-                created: dict[str, Any] = self.api.sanitize_for_serialization(job)
-            else:
-                created = self.custom.create_namespaced_custom_object(
-                    GROUP, VERSION, ns, "trials", body
-                )
-            return created
+            return self._call("POST", self._path(kind, ns), kind.lower(), body)
         except ApiException as e:
             if e.status == 409:
                 return None
@@ -112,44 +111,51 @@ class Kube:
         """
         ns = job["metadata"]["namespace"]
         try:
-            self.batch.create_namespaced_job(ns, job, dry_run="All")
-            self.core.create_namespaced_pod(ns, pod, dry_run="All")
+            for kind, body in (("Job", job), ("Pod", pod)):
+                self._call("POST", self._path(kind, ns), kind.lower(), body, [("dryRun", "All")])
         except ApiException as e:
             if e.status in (400, 403, 422):
-                try:
-                    return str(json.loads(e.body).get("message") or e.reason)
-                except (TypeError, ValueError):
-                    return str(e.reason)
+                return api_error(e)
             raise
         return None
 
-    def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
-        plural = {"Study": "studies", "Trial": "trials"}[kind]
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, plural, name, {"status": status}, _content_type=MERGE
-        )
-
-    def delete_job(self, namespace: str, name: str, grace_seconds: int | None = None) -> None:
-        """Delete a trial's Job and (foreground) its pods, giving them their grace period."""
-        body = client.V1DeleteOptions(
-            propagation_policy="Background", grace_period_seconds=grace_seconds
-        )
+    def patch_status(
+        self, kind: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch the status subresource; the stored object, or None if it is gone."""
         try:
-            self.batch.delete_namespaced_job(name, namespace, body=body)
+            return self._call(
+                "PATCH",
+                self._path(kind, namespace, name) + "/status",
+                f"{kind.lower()}/status",
+                {"status": status},
+                content_type=MERGE,
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def delete(
+        self, kind: str, namespace: str, name: str, grace_seconds: int | None = None
+    ) -> None:
+        """Delete a Job (its pods follow through the garbage collector) or a Pod."""
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
+        try:
+            self._call("DELETE", self._path(kind, namespace, name), kind.lower(), body)
         except ApiException as e:
             if e.status != 404:
                 raise
-        # Background propagation deletes the pods later; delete them now so the
-        # GPU is handed back at once (each pod still gets its grace period).
-        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={name}").items
-        for pod in pods:
-            try:
-                self.core.delete_namespaced_pod(
-                    pod.metadata.name, namespace, grace_period_seconds=grace_seconds
-                )
-            except ApiException as e:
-                if e.status != 404:
-                    raise
+
+    def get_study(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", self._path("Study", namespace, name), "study")
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
 
     def event(self, obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
         """A Kubernetes Event about `obj` (best effort: never fails a reconcile)."""
@@ -179,11 +185,6 @@ class Kube:
             },
         }
         try:
-            self.events.create_namespaced_event(meta["namespace"], body)
-        except ApiException as e:
-            log.warning("could not post event %s for %s: %s", reason, meta["name"], e.reason)
-
-
-def _owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
-    uid = owner["metadata"]["uid"]
-    return any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or [])
+            self._call("POST", self._path("Event", meta["namespace"]), "event", body)
+        except Exception as e:  # an Event is never worth failing or blocking a pass for
+            log.warning("could not post event %s for %s: %s", reason, meta["name"], e)

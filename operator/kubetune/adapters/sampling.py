@@ -22,6 +22,7 @@ from kubetune.plan import TrialView
 from kubetune.spec import SpecError, StudySpec
 
 optuna.logging.set_verbosity(logging.WARNING)
+log = logging.getLogger("kubetune.sampling")
 
 _FACTORIES: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,
@@ -317,17 +318,9 @@ class StudyModel:
         """Running trials the pruner would stop now (after their latest report)."""
         return [n for n, t in self.live.items() if self.reported.get(n) and t.should_prune()]
 
-    def importance(self) -> dict[str, float]:
-        """fANOVA importance of each parameter; {} until there is enough to say."""
-        done = [t for t in self.study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-        if len(done) < 4 or len(self.study.directions) > 1:
-            return {}
-        try:
-            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-            scores = optuna.importance.get_param_importances(self.study, evaluator=evaluator)
-        except (RuntimeError, ValueError):
-            return {}  # e.g. a single distinct value per parameter so far
-        return {k: round(float(v), 4) for k, v in scores.items()}
+    def completed(self) -> list[optuna.trial.FrozenTrial]:
+        """A copy of the completed trials, for work done apart from this study (importance)."""
+        return self.study.get_trials(deepcopy=True, states=(TrialState.COMPLETE,))
 
     def skip(self, number: int) -> None:
         """A Trial that is not search history (a seed repeat): known, never told."""
@@ -343,3 +336,27 @@ class StudyModel:
         """Finished trials of this Study the sampler has learned from (not warm-start ones)."""
         trials = self.study.get_trials(deepcopy=False)
         return sum(t.state.is_finished() for t in trials) - self.warm
+
+
+def importance(
+    directions: Sequence[Literal["minimize", "maximize"]],
+    trials: Sequence[optuna.trial.FrozenTrial],
+) -> dict[str, float]:
+    """fANOVA importance of each parameter; {} until there is enough to say.
+
+    Runs on a copy of the trials in a study of its own, so a refit (seconds, a
+    random forest) never holds the live study while the sampler needs it.
+    """
+    if len(trials) < 4 or len(directions) > 1:
+        return {}
+    study = optuna.create_study(directions=list(directions))
+    study.add_trials(trials)
+    try:
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        scores = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except (ImportError, RuntimeError, ValueError) as e:
+        # Too little variety so far (one distinct value per parameter), or scikit-learn
+        # missing from the operator's environment: no importance, never a failed pass.
+        log.debug("no importance: %s", e)
+        return {}
+    return {k: round(float(v), 4) for k, v in scores.items()}

@@ -1,0 +1,327 @@
+"""The operator's memory of the cluster: Studies, Trials, trial Jobs and trial Pods.
+
+Filled by label-selected watches (adapters/watch.py) and by the responses of the
+operator's own writes, so a reconcile pass reads memory, never the API server,
+and costs what changed, not what ever ran. Objects are kept compact: a pod is a
+`PodObservation`, a Job a `JobRecord`, a Trial a `TrialRecord`, parsed once when
+its event arrives (in the watch thread), not on every pass.
+
+Only the asyncio loop's thread mutates the cache, so it needs no locks. An event
+older than what the cache holds (our own write's response arrived first) is
+dropped by comparing resourceVersions, which the API server hands out from one
+increasing etcd revision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kubetune.lifecycle import JobObservation, PodObservation, TrialStatus
+from kubetune.render import LABEL_STUDY
+from kubetune.timestamps import parse_time
+
+Key = tuple[str, str]  # (namespace, Study name)
+
+
+def _rv(meta: dict[str, Any]) -> int:
+    try:
+        return int(meta.get("resourceVersion") or 0)
+    except ValueError:  # not an etcd revision (another storage): treat every event as news
+        return 0
+
+
+def _controller_uid(meta: dict[str, Any]) -> str | None:
+    return next(
+        (r.get("uid") for r in meta.get("ownerReferences") or [] if r.get("controller")), None
+    )
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    name: str
+    namespace: str
+    uid: str
+    owner_uid: str | None  # the Study's uid: a re-created Study never adopts old Trials
+    study: str
+    number: int
+    params: dict[str, Any]
+    source: str
+    status: TrialStatus
+    rv: int
+
+    @classmethod
+    def parse(cls, obj: dict[str, Any]) -> TrialRecord:
+        meta, spec = obj["metadata"], obj.get("spec") or {}
+        return cls(
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta["uid"],
+            owner_uid=_controller_uid(meta),
+            study=str(spec.get("study") or (meta.get("labels") or {}).get(LABEL_STUDY, "")),
+            number=int(spec.get("number") or 0),
+            params=dict(spec.get("params") or {}),
+            source=str(spec.get("source") or "sampler"),
+            status=TrialStatus.from_k8s(obj.get("status")),
+            rv=_rv(meta),
+        )
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    name: str
+    namespace: str
+    uid: str
+    owner_uid: str | None  # the Trial's uid
+    study: str
+    observation: JobObservation
+    deleting: bool
+    rv: int
+
+    @classmethod
+    def parse(cls, obj: dict[str, Any]) -> JobRecord:
+        meta = obj["metadata"]
+        spec, status = obj.get("spec") or {}, obj.get("status") or {}
+        failed = next(
+            (
+                c
+                for c in status.get("conditions") or []
+                if c.get("type") == "Failed" and c.get("status") == "True"
+            ),
+            None,
+        )
+        return cls(
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta["uid"],
+            owner_uid=_controller_uid(meta),
+            study=(meta.get("labels") or {}).get(LABEL_STUDY, ""),
+            observation=JobObservation(
+                exists=True,
+                backoff_limit=int(spec.get("backoffLimit") or 0),
+                failed_reason=failed.get("reason") if failed else None,
+                failed_message=failed.get("message") if failed else None,
+            ),
+            deleting=bool(meta.get("deletionTimestamp")),
+            rv=_rv(meta),
+        )
+
+
+@dataclass(frozen=True)
+class PodRecord:
+    namespace: str
+    uid: str
+    owner_uid: str | None  # the Job's uid
+    study: str
+    observation: PodObservation
+    rv: int
+
+    @classmethod
+    def parse(cls, obj: dict[str, Any]) -> PodRecord:
+        meta = obj["metadata"]
+        return cls(
+            namespace=meta["namespace"],
+            uid=meta["uid"],
+            owner_uid=_controller_uid(meta),
+            study=(meta.get("labels") or {}).get(LABEL_STUDY, ""),
+            observation=pod_observation(obj),
+            rv=_rv(meta),
+        )
+
+
+def pod_observation(pod: dict[str, Any]) -> PodObservation:
+    status = pod.get("status") or {}
+    started = parse_time(status.get("startTime"))
+    finished: datetime | None = None
+    exit_code = None
+    messages = []
+    waiting: dict[str, Any] = {}
+    for cs in status.get("containerStatuses") or []:
+        waiting = waiting or (cs.get("state") or {}).get("waiting") or {}
+        term = (cs.get("state") or {}).get("terminated")
+        running = (cs.get("state") or {}).get("running")
+        if running and running.get("startedAt"):
+            started = started or parse_time(running["startedAt"])
+        if term:
+            messages.append(term.get("message") or "")
+            if exit_code is None or term.get("exitCode"):
+                exit_code = term.get("exitCode")
+            done = parse_time(term.get("finishedAt"))
+            if done and (finished is None or done > finished):
+                finished = done
+    return PodObservation(
+        name=pod["metadata"]["name"],
+        phase=status.get("phase") or "Pending",
+        started=started,
+        finished=finished,
+        exit_code=exit_code,
+        termination_messages=tuple(messages),
+        deleting=bool(pod["metadata"].get("deletionTimestamp")),
+        created=parse_time(pod["metadata"].get("creationTimestamp")),
+        waiting_reason=waiting.get("reason"),
+        waiting_message=waiting.get("message"),
+    )
+
+
+Record = TrialRecord | JobRecord | PodRecord
+
+
+@dataclass
+class StudyState:
+    """One Study and its children, as last seen."""
+
+    body: dict[str, Any] | None = None
+    trials: dict[str, TrialRecord] = field(default_factory=dict)  # by name
+    jobs: dict[str, JobRecord] = field(default_factory=dict)  # by name (= Trial name)
+    pods: dict[str, PodRecord] = field(default_factory=dict)  # by pod uid
+
+    @property
+    def empty(self) -> bool:
+        return self.body is None and not (self.trials or self.jobs or self.pods)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one pass sees of a Study: only its own children (matched by owner uid)."""
+
+    study: dict[str, Any]
+    trials: list[TrialRecord]
+    jobs: dict[str, JobRecord]  # by Trial name, only Jobs owned by that Trial
+    pods: dict[str, list[PodObservation]]  # by Trial name, only pods owned by its Job
+
+
+class Cache:
+    def __init__(self) -> None:
+        self.studies: dict[Key, StudyState] = {}
+
+    def _state(self, key: Key) -> StudyState:
+        state = self.studies.get(key)
+        if state is None:
+            state = self.studies[key] = StudyState()
+        return state
+
+    def _tidy(self, key: Key) -> None:
+        state = self.studies.get(key)
+        if state is not None and state.empty:
+            del self.studies[key]
+
+    # -- Studies (from Kopf's watch and our status writes) ---------------------------------
+
+    def put_study(self, body: dict[str, Any]) -> bool:
+        """Store a Study; False if the cache already held this version or a newer one."""
+        meta = body["metadata"]
+        state = self._state((meta["namespace"], meta["name"]))
+        if state.body is not None and _rv(state.body["metadata"]) >= _rv(meta) > 0:
+            return False
+        state.body = body
+        return True
+
+    def drop_study(self, namespace: str, name: str) -> None:
+        state = self.studies.get((namespace, name))
+        if state is not None:
+            state.body = None
+            self._tidy((namespace, name))
+
+    def study(self, key: Key) -> dict[str, Any] | None:
+        state = self.studies.get(key)
+        return state.body if state else None
+
+    # -- children ---------------------------------------------------------------------------
+
+    def put(self, record: Record) -> bool:
+        """Store a child; False if nothing new (an echo of our own write, or older)."""
+        key = (record.namespace, record.study)
+        if not record.study:
+            return False
+        state = self._state(key)
+        table = _table(state, type(record))
+        ident = record.uid if isinstance(record, PodRecord) else record.name
+        old = table.get(ident)
+        if old is not None and old.rv >= record.rv > 0 and old.uid == record.uid:
+            return False
+        table[ident] = record
+        return True
+
+    def remove(self, record: Record) -> None:
+        key = (record.namespace, record.study)
+        state = self.studies.get(key)
+        if state is None:
+            return
+        table = _table(state, type(record))
+        ident = record.uid if isinstance(record, PodRecord) else record.name
+        old = table.get(ident)
+        if old is not None and old.uid == record.uid:
+            del table[ident]
+        self._tidy(key)
+
+    def replace(
+        self, kind: type[Record], namespace: str | None, records: Iterable[Record]
+    ) -> set[Key]:
+        """A relist: the given records are all there is of `kind` (in `namespace`, or
+        everywhere). Returns the Studies whose children changed."""
+        fresh: dict[Key, dict[str, Record]] = {}
+        for r in records:
+            ident = r.uid if isinstance(r, PodRecord) else r.name
+            fresh.setdefault((r.namespace, r.study), {})[ident] = r
+        changed: set[Key] = set()
+        for key, state in list(self.studies.items()):
+            if namespace is not None and key[0] != namespace:
+                continue
+            table = _table(state, kind)
+            new = fresh.pop(key, {})
+            if {k: v.rv for k, v in table.items()} != {k: v.rv for k, v in new.items()}:
+                changed.add(key)
+            table.clear()
+            table.update(new)
+            self._tidy(key)
+        for key, new in fresh.items():
+            if key[1]:
+                _table(self._state(key), kind).update(new)
+                changed.add(key)
+        return changed
+
+    # -- what a pass reads --------------------------------------------------------------------
+
+    def snapshot(self, key: Key) -> Snapshot | None:
+        state = self.studies.get(key)
+        if state is None or state.body is None:
+            return None
+        uid = state.body["metadata"]["uid"]
+        trials = [t for t in state.trials.values() if t.owner_uid == uid]
+        by_uid = {t.uid: t.name for t in trials}
+        jobs = {
+            j.name: j
+            for j in state.jobs.values()
+            if j.owner_uid is not None and by_uid.get(j.owner_uid) == j.name
+        }
+        job_of = {j.uid: name for name, j in jobs.items()}
+        pods: dict[str, list[PodObservation]] = {}
+        for p in state.pods.values():
+            name = job_of.get(p.owner_uid or "")
+            if name is not None:
+                pods.setdefault(name, []).append(p.observation)
+        for observed in pods.values():
+            observed.sort(key=_creation_order)
+        return Snapshot(study=state.body, trials=trials, jobs=jobs, pods=pods)
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "studies": sum(s.body is not None for s in self.studies.values()),
+            "trials": sum(len(s.trials) for s in self.studies.values()),
+            "jobs": sum(len(s.jobs) for s in self.studies.values()),
+            "pods": sum(len(s.pods) for s in self.studies.values()),
+        }
+
+
+def _creation_order(pod: PodObservation) -> tuple[float, str]:
+    return (pod.created.timestamp() if pod.created else float("inf"), pod.name)
+
+
+def _table(state: StudyState, kind: type[Record]) -> dict[str, Any]:
+    if kind is TrialRecord:
+        return state.trials
+    if kind is JobRecord:
+        return state.jobs
+    return state.pods

@@ -1,0 +1,44 @@
+"""Where blocking work runs: one thread pool per kind of work.
+
+Kubernetes writes, Prometheus reads and Events each have their own pool, so a
+slow Prometheus or a burst of Events never delays a trial's creation. Samplers
+run in two lanes: fast ones (TPE, random, QMC, CMA-ES, grid, NSGA-II: milliseconds
+per ask) and slow ones (GP: up to seconds per ask), so a GP Study only ever waits
+behind another GP Study. A Study's own sampler calls never overlap (its passes
+are sequential). Importance refits (a random forest) run in the background lane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from kubetune.spec import StudySpec
+
+T = TypeVar("T")
+SLOW_SAMPLERS = frozenset({"gp"})
+
+
+class Lanes:
+    def __init__(self, io_workers: int = 16) -> None:
+        self.io = ThreadPoolExecutor(io_workers, thread_name_prefix="kube")
+        self.prometheus = ThreadPoolExecutor(4, thread_name_prefix="prometheus")
+        self.events = ThreadPoolExecutor(2, thread_name_prefix="events")
+        self.fast = ThreadPoolExecutor(4, thread_name_prefix="sampler")
+        self.slow = ThreadPoolExecutor(2, thread_name_prefix="sampler-slow")
+        self.background = ThreadPoolExecutor(1, thread_name_prefix="importance")
+
+    def sampler(self, spec: StudySpec) -> ThreadPoolExecutor:
+        slow = spec.sampler.name in SLOW_SAMPLERS
+        return self.slow if slow else self.fast
+
+    async def run(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(pool, functools.partial(fn, *args))
+
+    def shutdown(self) -> None:
+        for pool in (self.io, self.prometheus, self.events, self.fast, self.slow, self.background):
+            pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,108 @@
+"""The watches that fill the cache: Trials, trial Jobs and trial Pods, label-selected.
+
+One informer per resource (per watched namespace, or cluster-wide). Objects are
+parsed into compact records in the informer's thread; the cache is changed and
+the Study triggered on the event loop's thread. An event that tells the cache
+nothing new (the echo of the operator's own write) triggers nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client
+
+from kubetune.adapters.watch import JOBS, PODS, Informer, Resource
+from kubetune.cache import JobRecord, PodRecord, Record, TrialRecord
+from kubetune.reconcile import Reconciler
+from kubetune.render import API_VERSION, LABEL_STUDY
+
+log = logging.getLogger("kubetune.watching")
+TRIALS = Resource(f"/apis/{API_VERSION}", "trials")
+KINDS: tuple[tuple[Resource, type[Record]], ...] = (
+    (TRIALS, TrialRecord),
+    (JOBS, JobRecord),
+    (PODS, PodRecord),
+)
+
+
+class Watches:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        reconciler: Reconciler,
+        namespaces: list[str],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.reconciler = reconciler
+        self.loop = loop
+        self.informers = [
+            Informer(
+                api,
+                resource,
+                namespace,
+                LABEL_STUDY,
+                on_relist=self._relister(kind, namespace),
+                on_event=self._eventer(kind),
+            )
+            for resource, kind in KINDS
+            for namespace in (list[str | None](namespaces) or [None])
+        ]
+
+    def start(self) -> None:
+        for informer in self.informers:
+            informer.start()
+
+    def stop(self) -> None:
+        for informer in self.informers:
+            informer.stop()
+
+    def wait_synced(self, timeout: float) -> bool:
+        """Block until every informer has listed once (call from a thread)."""
+        return all(i.synced.wait(timeout) for i in self.informers)
+
+    # -- callbacks: parse in the informer's thread, apply on the loop ----------------------
+
+    def _eventer(self, kind: type[Record]) -> Callable[[str, dict[str, Any]], None]:
+        def on_event(event: str, obj: dict[str, Any]) -> None:
+            try:
+                record = kind.parse(obj)
+            except (KeyError, TypeError, ValueError) as e:  # a malformed object: skip it
+                log.warning("ignoring a %s event: %s", kind.__name__, e)
+                return
+            self.loop.call_soon_threadsafe(self._apply, event, record)
+
+        return on_event
+
+    def _relister(
+        self, kind: type[Record], namespace: str | None
+    ) -> Callable[[list[dict[str, Any]]], None]:
+        def on_relist(objs: list[dict[str, Any]]) -> None:
+            records = []
+            for obj in objs:
+                try:
+                    records.append(kind.parse(obj))
+                except (KeyError, TypeError, ValueError) as e:
+                    log.warning("ignoring a listed %s: %s", kind.__name__, e)
+            self.loop.call_soon_threadsafe(self._replace, kind, namespace, records)
+
+        return on_relist
+
+    def _apply(self, event: str, record: Record) -> None:
+        cache = self.reconciler.cache
+        if event == "DELETED":
+            cache.remove(record)
+            changed = True
+        else:
+            changed = cache.put(record)
+        if changed and cache.study((record.namespace, record.study)) is not None:
+            self.reconciler.trigger(record.namespace, record.study)
+
+    def _replace(self, kind: type[Record], namespace: str | None, records: list[Record]) -> None:
+        cache = self.reconciler.cache
+        for key in cache.replace(kind, namespace, records):
+            if cache.study(key) is not None:
+                self.reconciler.trigger(*key)

@@ -1,0 +1,252 @@
+"""The reconciler against a fake API server: what a pass writes, and nothing more.
+
+The fake stores what is created and patched (giving each object a uid and an
+increasing resourceVersion, as the API server does) and counts requests; the
+cache is fed the way the watches feed it. No cluster needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from kubetune import render
+from kubetune.cache import Cache, JobRecord, PodRecord, TrialRecord
+from kubetune.reconcile import Reconciler, Settings
+
+NS, NAME = "team-a", "s"
+KEY = (NS, NAME)
+
+
+class FakeKube:
+    """The write side of the Kubernetes API, in memory."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.requests: Counter[str] = Counter()
+        self.rv = itertools.count(100)
+        self.fail_next: Exception | None = None
+
+    def _stamp(self, obj: dict[str, Any]) -> dict[str, Any]:
+        obj["metadata"]["resourceVersion"] = str(next(self.rv))
+        return copy.deepcopy(obj)
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        self.requests[f"create {body['kind']}"] += 1
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+        key = (body["kind"], body["metadata"]["name"])
+        if key in self.objects:
+            return None
+        obj = copy.deepcopy(body)
+        obj["metadata"]["uid"] = f"uid-{body['kind']}-{body['metadata']['name']}"
+        self.objects[key] = obj
+        return self._stamp(obj)
+
+    def patch_status(
+        self, kind: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        self.requests[f"patch {kind}"] += 1
+        obj = self.objects.get((kind, name))
+        if obj is None:
+            return None
+        obj["status"] = {**(obj.get("status") or {}), **status}
+        return self._stamp(obj)
+
+    def delete(self, kind: str, namespace: str, name: str, grace: int | None = None) -> None:
+        self.requests[f"delete {kind}"] += 1
+        self.objects.pop((kind, name), None)
+
+    def validate(self, job: dict[str, Any], pod: dict[str, Any]) -> str | None:
+        self.requests["validate"] += 1
+        return None
+
+    def event(self, obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        self.requests[f"event {reason}"] += 1
+
+
+def study(max_trials: int = 4, parallelism: int = 2, **spec: Any) -> dict[str, Any]:
+    body = {
+        "apiVersion": render.API_VERSION,
+        "kind": "Study",
+        "metadata": {
+            "name": NAME,
+            "namespace": NS,
+            "uid": "study-uid",
+            "generation": 1,
+            "resourceVersion": "1",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": {
+            "objective": {"metric": "acc"},
+            "parameters": [{"name": "x", "float": {"low": 0, "high": 1}}],
+            "sampler": {"name": "random", "seed": 3},
+            "budget": {"maxTrials": max_trials, "parallelism": parallelism},
+            "trialTemplate": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}},
+            **spec,
+        },
+    }
+    return body
+
+
+def pod(job: dict[str, Any], phase: str, message: str = "", rv: int = 1) -> PodRecord:
+    terminated = {"exitCode": 0 if phase == "Succeeded" else 1, "message": message}
+    obj = {
+        "metadata": {
+            "name": f"{job['metadata']['name']}-abcde",
+            "namespace": NS,
+            "uid": f"pod-{job['metadata']['name']}",
+            "resourceVersion": str(rv),
+            "labels": {render.LABEL_STUDY: NAME},
+            "creationTimestamp": "2026-01-01T00:00:01Z",
+            "ownerReferences": [{"uid": job["metadata"]["uid"], "controller": True}],
+        },
+        "status": {
+            "phase": phase,
+            "startTime": "2026-01-01T00:00:02Z",
+            "containerStatuses": [
+                {"state": {"terminated": terminated} if phase != "Running" else {"running": {}}}
+            ],
+        },
+    }
+    return PodRecord.parse(obj)
+
+
+class Harness:
+    def __init__(self, body: dict[str, Any], **settings: Any) -> None:
+        self.kube = FakeKube()
+        self.cache = Cache()
+        self.cache.put_study(body)
+        self.kube.objects[("Study", NAME)] = copy.deepcopy(body)
+        self.rec = Reconciler(self.kube, Settings(**settings), self.cache)  # type: ignore[arg-type]
+
+    def run(self) -> None:
+        async def passes() -> None:
+            # Like the work queue: passes until the reconciler asks for no more.
+            for _ in range(10):
+                if not await self.rec._pass(KEY):
+                    break
+            for task in list(self.rec.tasks):
+                await task
+
+        asyncio.run(passes())
+
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        return {n: o for (k, n), o in self.kube.objects.items() if k == "Job"}
+
+    def trials(self) -> dict[str, dict[str, Any]]:
+        return {n: o for (k, n), o in self.kube.objects.items() if k == "Trial"}
+
+    def finish(self, name: str, value: float) -> None:
+        job = self.jobs()[name]
+        self.cache.put(pod(job, "Succeeded", json.dumps({"metrics": {"acc": value}})))
+
+
+def test_a_pass_creates_numbered_trials_and_jobs_and_reads_no_api() -> None:
+    h = Harness(study())
+    h.run()
+    assert sorted(h.trials()) == ["s-0", "s-1"]
+    assert sorted(h.jobs()) == ["s-0", "s-1"]
+    # The created objects went into the cache at once: the next pass sees them.
+    assert sorted(h.cache.studies[KEY].trials) == ["s-0", "s-1"]
+    assert set(h.kube.requests) == {"create Trial", "create Job", "validate", "patch Study"}
+
+
+def test_a_finished_pod_frees_its_slot_records_the_result_and_removes_its_job() -> None:
+    h = Harness(study())
+    h.run()
+    h.finish("s-0", 0.7)
+    h.run()
+    trials = h.trials()
+    assert trials["s-0"]["status"]["phase"] == "Completed"
+    assert trials["s-0"]["status"]["value"] == 0.7
+    assert "s-2" in trials, "the next trial starts as soon as the pod ends"
+    assert "s-0" not in h.jobs(), "a recorded trial's Job is removed (retention 0)"
+    assert "s-0" in h.trials(), "the Trial stays"
+    assert h.kube.requests["event TrialCompleted"] == 1
+
+
+def test_failed_trials_keep_their_job_for_the_retention_time() -> None:
+    h = Harness(study())
+    h.run()
+    job = h.jobs()["s-1"]
+    h.cache.put(pod(job, "Failed", "boom"))
+    h.run()
+    assert h.trials()["s-1"]["status"]["phase"] == "Failed"
+    assert "s-1" in h.jobs(), "kept for its logs"
+    assert h.rec.timers, "and looked at again when the retention ends"
+
+
+def test_whole_study_runs_to_success_with_few_requests_per_trial() -> None:
+    h = Harness(study(max_trials=6, parallelism=2))
+    h.run()
+    for n in range(6):
+        h.finish(f"s-{n}", n / 10)
+        h.run()
+    status = h.cache.study(KEY)["status"]  # type: ignore[index]
+    assert status["phase"] == "Succeeded"
+    assert status["bestTrial"]["name"] == "s-5"
+    assert h.jobs() == {}
+    per_trial = {k: v / 6 for k, v in h.kube.requests.items()}
+    assert per_trial["create Trial"] == 1 and per_trial["create Job"] == 1
+    assert per_trial["delete Job"] == 1
+    assert per_trial["patch Trial"] == 1, "the result is one write (the pod went straight to done)"
+
+
+def test_a_recorded_stop_whose_job_survived_is_cleaned_up_on_the_next_pass() -> None:
+    """The operator died between writing a stop and deleting the Job: level-triggered."""
+    h = Harness(study())
+    h.run()
+    job = h.jobs()["s-0"]
+    h.cache.put(pod(job, "Running", rv=5))
+    trial = h.trials()["s-0"]
+    trial["status"] = {
+        "phase": "Pruned",
+        "reason": "Pruned",
+        "completionTime": "2026-01-01T00:00:09Z",
+    }
+    trial["metadata"]["resourceVersion"] = "999"
+    h.cache.put(TrialRecord.parse(trial))
+    h.run()
+    assert "s-0" not in h.jobs()
+    assert h.kube.requests["delete Pod"] == 1, "its running pod is deleted at once"
+
+
+def test_a_job_of_a_recreated_study_is_not_adopted() -> None:
+    """Children are matched by owner uid, not by name."""
+    h = Harness(study())
+    h.run()
+    # The Study is deleted and re-created under the same name: a new uid.
+    fresh = study()
+    fresh["metadata"]["uid"] = "new-uid"
+    fresh["metadata"]["resourceVersion"] = "2000"
+    h.cache.put_study(fresh)
+    snap = h.cache.snapshot(KEY)
+    assert snap is not None and snap.trials == [] and snap.jobs == {}
+
+
+def test_a_failed_create_fails_the_pass_and_the_model_is_rebuilt() -> None:
+    h = Harness(study())
+    h.kube.fail_next = RuntimeError("apiserver hiccup")
+    with pytest.raises(RuntimeError):
+        asyncio.run(h.rec._pass(KEY))
+    assert "study-uid" not in h.rec.models, "the Optuna study is rebuilt from the Trials"
+    h.run()
+    assert len(h.trials()) == 2
+
+
+def test_old_watch_events_do_not_overwrite_newer_writes() -> None:
+    h = Harness(study())
+    h.run()
+    job = h.jobs()["s-0"]
+    stale = copy.deepcopy(job)
+    stale["metadata"]["resourceVersion"] = "1"
+    assert not h.cache.put(JobRecord.parse(stale))
+    assert h.cache.studies[KEY].jobs["s-0"].rv == int(job["metadata"]["resourceVersion"])
