@@ -38,14 +38,15 @@ class Operator:
         self.namespace = namespace
         self.log = cluster.layout.logs / f"operator-{namespace}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.env: dict[str, str] = {}
 
     def start(self) -> None:
         env = {
             **os.environ,
             "KUBECONFIG": str(self.cluster.kubeconfig),
             "KUBETUNE_PROMETHEUS_URL": self.cluster.prometheus_url,
-            "KUBETUNE_RESYNC_SECONDS": "2",
             "KUBETUNE_STOP_GRACE_SECONDS": "5",
+            **self.env,
         }
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -73,8 +74,14 @@ class Operator:
 
 
 @pytest.fixture
-def operator(cluster: Cluster, namespace: str, crds: None) -> Iterator[Operator]:
+def operator(
+    cluster: Cluster, namespace: str, crds: None, request: pytest.FixtureRequest
+) -> Iterator[Operator]:
     op = Operator(cluster, namespace)
+    if request.node.get_closest_marker("keep_jobs"):
+        # Finished trials' Jobs and pods are normally removed at once; these tests
+        # inspect them after the Study has ended.
+        op.env["KUBETUNE_JOB_RETENTION_SECONDS"] = "3600"
     op.start()
     yield op
     op.stop()

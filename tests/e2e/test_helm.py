@@ -130,6 +130,9 @@ class Release:
             f"watchNamespaces={{{self.team}}}",
             "--set",
             f"prometheus.url={cluster.prometheus_url}",
+            # Keep finished trials' Jobs: the tests read them after the Study ends.
+            "--set",
+            "trialDefaults.jobRetentionSeconds=3600",
             *values,
         )
         self.sa = f"system:serviceaccount:{self.system}:kt-kubetune"

@@ -40,6 +40,15 @@ def test_study_runs_to_success(
 ) -> None:
     result = studies.apply(digits_study("digits", max_trials=6, parallelism=2))
     assert result.returncode == 0, result.stderr
+    jobs: dict[str, Any] = {}
+
+    def every_job_seen() -> tuple[bool, Any]:
+        # Jobs are removed once their Trial has its result: read them while they run.
+        for job in cluster.batch.list_namespaced_job(namespace).items:
+            jobs.setdefault(job.metadata.name, job)
+        return len(jobs) == 6, sorted(jobs)
+
+    wait_for(every_job_seen, 240, "every trial's Job", interval=0.2)
     status = studies.wait_phase("digits", "Succeeded", "Failed")
     assert status["phase"] == "Succeeded", (status, operator.log_tail())
     trials = studies.trials("digits")
@@ -61,7 +70,7 @@ def test_study_runs_to_success(
     assert 0.5 < best["status"]["value"] <= 1.0
     for t in trials:
         name, params = t["metadata"]["name"], t["spec"]["params"]
-        job = cluster.batch.read_namespaced_job(name, namespace)
+        job = jobs[name]
         args = job.spec.template.spec.containers[0].args
         # Each Job's args hold that Trial's own parameter values, as data.
         assert f"--lr={render_value(params['lr'])}" in args
@@ -75,9 +84,16 @@ def test_study_runs_to_success(
         assert steps == [1, 2, 3]
         assert t["status"]["intermediate"][-1]["value"] == t["status"]["value"]
     reasons = {e.reason for e in cluster.core.list_namespaced_event(namespace).items}
-    assert {"TrialCreated", "TrialCompleted", "StudySucceeded"} <= reasons
+    assert {"TrialCompleted", "StudySucceeded"} <= reasons
+
+    def jobs_removed() -> tuple[bool, Any]:
+        left = [j.metadata.name for j in cluster.batch.list_namespaced_job(namespace).items]
+        return not left, left
+
+    wait_for(jobs_removed, 30, "finished trials' Jobs to be removed (retention 0)")
 
 
+@pytest.mark.keep_jobs
 def test_operator_killed_mid_study_loses_nothing(
     operator: Operator, studies: Studies, cluster: Cluster, namespace: str
 ) -> None:

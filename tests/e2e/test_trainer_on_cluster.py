@@ -7,6 +7,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import Cluster, wait_for
 from tests.e2e.conftest import Operator, Studies, example_study
 
@@ -17,6 +19,7 @@ def knobs(name: str, max_trials: int, parallelism: int, epochs: int) -> dict[str
     return study
 
 
+@pytest.mark.keep_jobs
 def test_killed_trial_resumes_from_its_checkpoint(
     operator: Operator, studies: Studies, cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:

@@ -47,7 +47,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [kubetune.dev]
   resources: [trials/status]
   verbs: [get, patch, update]
-# One Job per Trial; deleted when the trial is pruned or the Study's deadline passes.
+# One Job per Trial (watched by label); deleted once the Trial has recorded its result
+# (after trialDefaults.jobRetentionSeconds), or when the trial is pruned or stopped.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, delete]
@@ -57,7 +58,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, create, delete]
-# Events on Studies (TrialCreated, TrialFailed, StudySucceeded...).
+# Events on Studies (TrialCompleted, TrialFailed, StudySucceeded...).
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]
