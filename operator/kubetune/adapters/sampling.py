@@ -83,12 +83,15 @@ def _sampler(
 
 def _need_torch() -> None:
     try:
-        import torch  # noqa: F401, PLC0415 - only to say clearly that it is missing
+        import torch  # noqa: PLC0415 - imported only for GP Studies (hundreds of MB)
     except ImportError:
         raise SpecError(
             "spec.sampler.name: gp needs PyTorch in the operator's environment "
             "(pip install 'kubetune[gp]'); use tpe, qmc or random otherwise"
         ) from None
+    # One intra-op thread: a GP fit must leave the other cores to the event loop and
+    # the other Studies' samplers, not spread over all of them.
+    torch.set_num_threads(1)
 
 
 class PhasedSampler(optuna.samplers.BaseSampler):
