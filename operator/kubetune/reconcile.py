@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from kubernetes.client.exceptions import ApiException
+
 from kubetune import metrics, render
-from kubetune.adapters.kube import Kube
+from kubetune.adapters.kube import Kube, api_error
 from kubetune.adapters.prom import Prometheus, PrometheusError
 from kubetune.adapters.sampling import StudyModel, directions, importance
 from kubetune.cache import Cache, JobRecord, Key, Snapshot, TrialRecord
@@ -258,9 +260,9 @@ class Reconciler:
         try:
             spec = self._spec(study)
             grid = grid_size(spec) if spec.sampler.name == "grid" else None
+            gpus = render.gpus_requested(spec.trial_template)
         except SpecError as e:
             return await self._invalid(key, study, e, now)
-        gpus = render.gpus_requested(spec.trial_template)
         trials = plan_trials(spec, observations(snap, self.scraped.get(key, {})), gpus, now)
         finished = status.get("phase") in FINISHED
         model = self.models.get(uid)
@@ -305,9 +307,8 @@ class Reconciler:
         # trials are created; a stopped trial's status is written before its Job goes.
         stopping = {a.trial for a in result.actions if isinstance(a, StopTrial)}
         by_name = {v.name: v for v in trials.views}
-        critical: list[Awaitable[Any]] = [
-            self._write_trial(key, w) for w in trials.writes if w.trial not in stopping
-        ]
+        writes = [self._write_trial(key, w) for w in trials.writes if w.trial not in stopping]
+        critical: list[Awaitable[Any]] = list(writes)
         for action in result.actions:
             if isinstance(action, CreateTrials):
                 assert model is not None
@@ -318,6 +319,12 @@ class Reconciler:
                 critical.append(self._ensure_job(key, spec, study, by_name[action.trial]))
         outcomes = await asyncio.gather(*critical, return_exceptions=True)
         errors = [o for o in outcomes if isinstance(o, BaseException)]
+        refused = next((e for e in outcomes[len(writes) :] if _refusal(e)), None)
+        if isinstance(refused, ApiException):
+            # The API server refuses a rendered Trial or Job (a field of the wrong type
+            # inside the free-form template, say): the spec must change, retrying won't help.
+            message = f"spec.trialTemplate: the API server refuses the trial: {api_error(refused)}"
+            return await self._invalid(key, study, SpecError(message), now)
         # A newly recorded result lets the next pass remove the trial's Job.
         again = any(o is True for o in outcomes) or any(w.result for w in trials.writes)
 
@@ -691,6 +698,11 @@ class Reconciler:
             news = True
         if news:
             self.trigger(*key)
+
+
+def _refusal(error: BaseException) -> bool:
+    """An API error that says the object itself is wrong (not a transient failure)."""
+    return isinstance(error, ApiException) and error.status in (400, 422)
 
 
 def _seed(spec: StudySpec, number: int) -> int:

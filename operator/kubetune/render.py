@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubetune.space import render_value
-from kubetune.spec import PLACEHOLDER, StudySpec
+from kubetune.spec import PLACEHOLDER, SpecError, StudySpec
 
 GROUP = "kubetune.dev"
 VERSION = "v1alpha1"
@@ -247,5 +247,11 @@ def gpus_requested(job_spec: dict[str, Any]) -> int:
         value = (res.get("limits") or {}).get("nvidia.com/gpu") or (res.get("requests") or {}).get(
             "nvidia.com/gpu"
         )
-        total += int(value or 0)
+        try:
+            total += int(str(value or 0))
+        except ValueError:
+            raise SpecError(
+                f"spec.trialTemplate: container {c.get('name')!r} asks for nvidia.com/gpu "
+                f"{value!r}; give a whole number of GPUs"
+            ) from None
     return total
