@@ -378,6 +378,11 @@ class Reconciler:
         self, key: Key, uid: str, spec: StudySpec, views: list[TrialView]
     ) -> StudyModel:
         model = self.models.get(uid)
+        if model is not None and (model.spec.sampler, model.spec.pruner) != (
+            spec.sampler,
+            spec.pruner,
+        ):
+            model = None  # the sampler or pruner was changed: it applies from now on
         if model is None:
             warm = self._warm_start(key, spec)
             model = await self.lanes.run(

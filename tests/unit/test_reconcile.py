@@ -250,3 +250,16 @@ def test_old_watch_events_do_not_overwrite_newer_writes() -> None:
     stale["metadata"]["resourceVersion"] = "1"
     assert not h.cache.put(JobRecord.parse(stale))
     assert h.cache.studies[KEY].jobs["s-0"].rv == int(job["metadata"]["resourceVersion"])
+
+
+def test_a_changed_sampler_applies_at_once() -> None:
+    h = Harness(study())
+    h.run()
+    assert h.rec.models["study-uid"].spec.sampler.name == "random"
+    changed = study(sampler={"name": "tpe", "seed": 3})
+    changed["metadata"].update(generation=2, resourceVersion="5000")
+    h.cache.put_study(changed)
+    h.finish("s-0", 0.5)
+    h.run()
+    assert h.rec.models["study-uid"].spec.sampler.name == "tpe"
+    assert "s-2" in h.trials(), "the next trial comes from the new sampler"

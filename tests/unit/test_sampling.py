@@ -212,6 +212,33 @@ def test_warm_start_trials_teach_the_sampler_but_are_not_this_studys() -> None:
     assert len(model.study.trials) == 5
 
 
+def test_warm_start_does_not_shorten_the_startup_phase() -> None:
+    s = spec({"name": "tpe", "seed": 5, "startup": {"name": "random", "trials": 3}})
+    warm = [
+        TrialView(
+            f"o-{i}",
+            "u",
+            i,
+            {"opt": "adam", "lr": 0.01 * (i + 1), "layers": 2},
+            TrialStatus(phase="Completed", value=0.1 * i),
+            True,
+        )
+        for i in range(6)
+    ]
+    model = StudyModel.rebuild(s, [], warm=warm)
+    sampler = model.study.sampler
+    assert isinstance(sampler, PhasedSampler)
+    asked = [t for t, _ in model.ask(4)]
+    # Optuna numbers this Study's first trial 6 (after the warm ones); the first 3 of
+    # this Study's own trials still come from the startup sampler.
+    assert [t.number < sampler.switch for t in asked] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+
+
 def test_enqueued_configurations_come_first() -> None:
     model = StudyModel(spec())
     fixed = [{"opt": "sgd", "lr": 0.5, "momentum": 0.3, "layers": 2}]

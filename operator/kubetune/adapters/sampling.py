@@ -241,6 +241,11 @@ class StudyModel:
         for view in warm:
             model.study.add_trial(model._frozen(view, {"kubetune_warm_start": view.name}))
         model.warm = len(warm)
+        sampler = model.study.sampler
+        if isinstance(sampler, PhasedSampler):
+            # Optuna numbers the warm-start trials first: the startup phase counts this
+            # Study's own trials only.
+            sampler.switch += len(warm)
         for view in sorted(trials, key=lambda t: t.number):
             model._add(view)
         return model
