@@ -185,13 +185,30 @@ class TrialStatus:
         )
 
 
+# A Trial's status keeps at most this many intermediate values (an object in etcd is
+# limited to ~1.5 MB): the newest KEEP_NEWEST exactly, older ones thinned evenly.
+MAX_INTERMEDIATE = 1000
+KEEP_NEWEST = 200
+
+
 def merge_intermediate(*series: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    """Union by step, later sources winning; sorted by step."""
+    """Union by step, later sources winning; sorted by step; bounded (see MAX_INTERMEDIATE)."""
     by_step: dict[int, float] = {}
     for s in series:
         for step, value in s:
             by_step[step] = value
-    return sorted(by_step.items())
+    return bounded(sorted(by_step.items()))
+
+
+def bounded(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """At most MAX_INTERMEDIATE points: the first, the newest KEEP_NEWEST, and evenly
+    spaced ones between, so a curve keeps its shape however long the trial runs."""
+    if len(points) <= MAX_INTERMEDIATE:
+        return points
+    old, new = points[:-KEEP_NEWEST], points[-KEEP_NEWEST:]
+    room = MAX_INTERMEDIATE - KEEP_NEWEST
+    stride = len(old) / room
+    return [old[int(i * stride)] for i in range(room)] + new
 
 
 def observe(

@@ -26,6 +26,8 @@ from kubetune.timestamps import format_time
 
 # Rewriting a running trial's GPU-seconds on every pass is churn; this much change is news.
 GPU_SECONDS_RESOLUTION = 60.0
+# The Study's status lists at most this many Pareto-optimal trials (all are Trials anyway).
+MAX_PARETO_FRONT = 100
 
 
 @dataclass(frozen=True)
@@ -459,10 +461,12 @@ def plan(
     else:
         new["completionTime"] = None  # a resumed Study is not complete any more
     if len(spec.all_objectives) > 1:
+        front = pareto_front(spec, trials)
         new["paretoFront"] = [
             {"name": t.name, "number": t.number, "values": t.status.values, "params": t.params}
-            for t in pareto_front(spec, trials)
+            for t in _spread(front, MAX_PARETO_FRONT)
         ]
+        new["paretoFrontSize"] = len(front)
     elif best is not None:
         new["bestTrial"] = {
             "name": best.name,
@@ -473,6 +477,14 @@ def plan(
         if spec.repeat_best is not None:
             _repeat_status(new, best, repeats)
     return Plan(actions=actions, status=new, events=events, requeue_after=requeue)
+
+
+def _spread(front: list[TrialView], most: int) -> list[TrialView]:
+    """At most `most` Pareto-optimal trials, evenly spread along the first objective."""
+    if len(front) <= most:
+        return front
+    ordered = sorted(front, key=lambda t: (t.status.values or [0.0])[0])
+    return [ordered[round(i * (len(ordered) - 1) / (most - 1))] for i in range(most)]
 
 
 def _stop_event(stop: StopTrial) -> Event:

@@ -37,6 +37,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 MAX_TERMINATION_MESSAGE = 4096
+# More pairs than this never fit in a termination message (each takes 10+ bytes).
+HISTORY_KEPT = 400
 
 _lock = threading.Lock()
 _stop = threading.Event()
@@ -127,25 +129,45 @@ def report(step: int, **metrics: float) -> None:
                 series[-1][1] = v
             else:
                 series.append([step, v])
+                if len(series) > 2 * HISTORY_KEPT:
+                    del series[:HISTORY_KEPT]  # amortised O(1): only the newest can be sent
         _write_termination_message(step, {k: float(v) for k, v in metrics.items()}, history)
 
 
 def termination_message(
     step: int, metrics: dict[str, float], history: dict[str, list[list[float]]]
 ) -> str:
-    """The JSON document, trimmed (oldest intermediate values first) to fit 4096 bytes."""
-    trimmed = {k: list(v) for k, v in history.items()}
+    """The JSON document, the newest intermediate values that fit in 4096 bytes.
+
+    Costs the same at step 10 and step 100,000: pairs are taken newest first,
+    round-robin over the metrics, by their serialised size, and at most the
+    newest HISTORY_KEPT pairs of a metric are ever looked at.
+    """
+    base = json.dumps({"step": step, "metrics": metrics, "intermediate": {}}, separators=(",", ":"))
+    budget = MAX_TERMINATION_MESSAGE - len(base.encode())
+    newest = {k: v[-HISTORY_KEPT:] for k, v in history.items()}
+    budget -= sum(len(json.dumps(k).encode()) + 4 for k in newest)  # "name":[],
+    taken: dict[str, int] = dict.fromkeys(newest, 0)
+    progress = True
+    while progress:
+        progress = False
+        for name, series in newest.items():
+            n = taken[name]
+            if n < len(series):
+                cost = len(json.dumps(series[-1 - n], separators=(",", ":")).encode()) + 1
+                if cost <= budget:
+                    budget -= cost
+                    taken[name] = n + 1
+                    progress = True
     while True:
+        kept = {k: v[len(v) - taken[k] :] for k, v in newest.items() if taken[k]}
         doc = json.dumps(
-            {"step": step, "metrics": metrics, "intermediate": trimmed}, separators=(",", ":")
+            {"step": step, "metrics": metrics, "intermediate": kept}, separators=(",", ":")
         )
-        if len(doc.encode()) <= MAX_TERMINATION_MESSAGE:
+        if len(doc.encode()) <= MAX_TERMINATION_MESSAGE or not kept:
             return doc
-        longest = max(trimmed, key=lambda k: len(trimmed[k]), default=None)
-        if longest is None or not trimmed[longest]:
-            trimmed = {}
-            continue
-        trimmed[longest].pop(0)
+        longest = max(kept, key=lambda k: taken[k])  # an estimate was off: drop one more
+        taken[longest] -= 1
 
 
 def _write_termination_message(

@@ -147,3 +147,15 @@ def test_a_pod_that_cannot_start_fails_the_trial_after_a_minute() -> None:
     assert msg in (late.message or "")
     creating = PodObservation("p", "Pending", created=T0, waiting_reason="ContainerCreating")
     assert run([creating], seconds=3600).phase == "Pending"
+
+
+def test_intermediate_values_stay_bounded_and_keep_the_newest() -> None:
+    from kubetune.lifecycle import KEEP_NEWEST, MAX_INTERMEDIATE, merge_intermediate
+
+    points: list[tuple[int, float]] = []
+    for step in range(1, 20_001, 100):  # a long run, reported in chunks
+        points = merge_intermediate(points, [(s, s / 10) for s in range(step, step + 100)])
+    assert len(points) == MAX_INTERMEDIATE
+    assert points[0] == (1, 0.1), "the curve still starts at the start"
+    assert [s for s, _ in points[-KEEP_NEWEST:]] == list(range(20_001 - KEEP_NEWEST, 20_001))
+    assert [s for s, _ in points] == sorted({s for s, _ in points})

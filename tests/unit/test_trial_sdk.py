@@ -19,6 +19,17 @@ def test_long_histories_are_trimmed_oldest_first() -> None:
     assert parsed["metrics"] == {"acc": 2000.0}
     steps = [s for s, _ in parsed["intermediate"]["acc"]]
     assert steps[-1] == 1999 and steps == sorted(steps)
+    assert steps == list(range(steps[0], 2000)), "the newest values, none skipped"
+    assert len(doc.encode()) > MAX_TERMINATION_MESSAGE - 40, "the space is used"
+
+
+def test_several_metrics_share_the_message() -> None:
+    history = {m: [[s, s / 3] for s in range(1000)] for m in ("acc", "loss", "lr")}
+    doc = termination_message(999, {"acc": 1.0, "loss": 0.1, "lr": 0.01}, history)
+    parsed = json.loads(doc)
+    assert len(doc.encode()) <= MAX_TERMINATION_MESSAGE
+    counts = [len(parsed["intermediate"][m]) for m in ("acc", "loss", "lr")]
+    assert min(counts) > 10 and max(counts) - min(counts) <= 1, counts
 
 
 def test_sdk_imports_nothing_heavy_and_reports(tmp_path: Path) -> None:
