@@ -52,6 +52,34 @@ def api_error(e: ApiException) -> str:
         return str(e.reason)
 
 
+def request(
+    api: client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: list[tuple[str, Any]] | None = None,
+    body: Any = None,
+    content_type: str = "application/json",
+    timeout: tuple[float, float] = (5.0, 15.0),
+) -> Any:
+    """One raw API request with the client's credentials; the urllib3 response, unread.
+
+    Raises ApiException for any answer but 2xx, as the typed client does.
+    """
+    method, url, headers, serialized, _ = api.param_serialize(
+        method,
+        path,
+        query_params=query or [],
+        header_params={"Accept": "application/json", "Content-Type": content_type},
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    response = api.call_api(method, url, headers, serialized, _request_timeout=timeout).response
+    if not 200 <= response.status < 300:
+        raise ApiException(http_resp=response)
+    return response
+
+
 class Kube:
     def __init__(self, api: client.ApiClient, timeout: float = 15.0) -> None:
         self.api = api
@@ -67,16 +95,15 @@ class Kube:
         content_type: str = "application/json",
     ) -> dict[str, Any]:
         metrics.API_REQUESTS.labels(verb=method.lower(), resource=resource).inc()
-        resp = self.api.call_api(
-            path,
+        resp = request(
+            self.api,
             method,
-            query_params=query or [],
-            header_params={"Accept": "application/json", "Content-Type": content_type},
+            path,
+            query=query,
             body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=(min(5.0, self.timeout), self.timeout),
-        )[0]
+            content_type=content_type,
+            timeout=(min(5.0, self.timeout), self.timeout),
+        )
         data = resp.data
         out: dict[str, Any] = json.loads(data) if data else {}
         return out

@@ -24,6 +24,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from kubetune.adapters.kube import request
+
 log = logging.getLogger("kubetune.watch")
 
 WATCH_SECONDS = 290  # server-side watch timeout; the client waits a little longer
@@ -80,15 +82,13 @@ class Informer(threading.Thread):
         self.stopping = threading.Event()
 
     def _get(self, query: list[tuple[str, Any]], read_timeout: float) -> Any:
-        return self.api.call_api(
-            self.resource.path(self.namespace),
+        return request(
+            self.api,
             "GET",
-            query_params=query,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=(min(10.0, self.timeout), read_timeout),
-        )[0]
+            self.resource.path(self.namespace),
+            query=query,
+            timeout=(min(10.0, self.timeout), read_timeout),
+        )
 
     def _list(self) -> tuple[list[dict[str, Any]], str]:
         items: list[dict[str, Any]] = []
