@@ -18,7 +18,7 @@ KUBECTL    = $(shell bash hack/build-k8s.sh 2>/dev/null)/kubectl
 PROM_URL   = $(shell cat .localcluster/prometheus-url 2>/dev/null)
 
 .PHONY: help setup system-deps python-deps binaries cluster cluster-down cluster-status \
-        install uninstall run demo test unit lint bench clean chart-crds
+        install uninstall run demo test unit lint bench bench-scale clean chart-crds
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -36,10 +36,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-binaries: ## build (once, cached in ~/.cache/kubetune) Kubernetes, Prometheus and Helm
+binaries: ## build (once, cached in ~/.cache/kubetune) Kubernetes, Prometheus, Helm and KWOK
 	@bash hack/build-k8s.sh >/dev/null
 	@bash hack/build-prometheus.sh >/dev/null
 	@bash hack/build-helm.sh >/dev/null
+	@bash hack/build-kwok.sh >/dev/null
 
 cluster: setup ## start the local cluster (kubeconfig: .localcluster/kubeconfig)
 	@$(LOCAL) up
@@ -81,6 +82,9 @@ chart-crds: ## copy crds/ into the chart (a test checks they match)
 
 bench: python-deps ## benchmarks (JSON under bench/results/)
 	$(PY) bench/trainer_throughput.py
+
+bench-scale: python-deps binaries ## many Studies on KWOK's simulated GPU nodes (ARGS="--steps 5x20,25x20")
+	PYTHONPATH=hack $(PY) bench/scale.py $(ARGS)
 
 clean: cluster-down ## stop the cluster and remove its state
 	rm -rf .localcluster

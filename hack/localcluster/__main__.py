@@ -17,6 +17,15 @@ def main() -> int:
     up.add_argument("--nodes", type=int, default=1, help="local GPU nodes (default 1)")
     up.add_argument("--gpus-per-node", type=int, default=4, help="GPUs per node (default 4)")
     up.add_argument("--scrape-interval", default=DEFAULT_SCRAPE_INTERVAL)
+    up.add_argument(
+        "--kwok-nodes",
+        type=int,
+        default=0,
+        help="simulated GPU nodes run by KWOK, for scale benchmarks (default 0: no KWOK)",
+    )
+    up.add_argument(
+        "--kwok-gpus-per-node", type=int, default=8, help="GPUs per KWOK node (default 8)"
+    )
     sub.add_parser("down", help="stop every process the cluster started")
     sub.add_parser("status", help="show each component's PID")
     sub.add_parser("binaries", help="build or find the Kubernetes binaries; print their dir")
@@ -27,6 +36,8 @@ def main() -> int:
                 nodes=args.nodes,
                 gpus_per_node=args.gpus_per_node,
                 scrape_interval=args.scrape_interval,
+                kwok_nodes=args.kwok_nodes,
+                kwok_gpus_per_node=args.kwok_gpus_per_node,
             )
         elif args.command == "down":
             cluster.down()

@@ -19,23 +19,28 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from localcluster import pki, procs
+from localcluster import kwok, pki, procs
 from localcluster.prometheus import DEFAULT_SCRAPE_INTERVAL, render_config
 from localcluster.state import KUBE_VERSION, ClusterInfo, Layout, Ports, repo_root
 
-# Stop order: the node agent first (it stops the pods), etcd last.
+# Stop order: the node agents first (they stop the pods), etcd last.
 COMPONENTS = (
     "localnode",
+    "kwok",
     "prometheus",
     "kube-scheduler",
     "kube-controller-manager",
     "kube-apiserver",
     "etcd",
 )
+# Started only on request (up --kwok-nodes, or kwok_up beside a running cluster): a
+# cluster without them is complete, and `status` lists them only while in use.
+OPTIONAL = frozenset({"kwok"})
 
 
 class ClusterError(RuntimeError):
@@ -79,6 +84,25 @@ def _built(script: str) -> Path:
 def binaries() -> Path:
     """The cached Kubernetes binaries, built on first use (hack/build-k8s.sh)."""
     return _built("build-k8s.sh")
+
+
+@functools.cache
+def kwok_binary() -> Path:
+    """KWOK for simulated GPU nodes, built on first use (hack/build-kwok.sh)."""
+    return _built("build-kwok.sh") / "kwok"
+
+
+def kwok_binary_if_built() -> Path | None:
+    """The cached KWOK binary, or None where it was never built (it takes minutes)."""
+    result = subprocess.run(
+        ["bash", str(repo_root() / "hack" / "build-kwok.sh"), "--cached-only"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        return None
+    return Path(result.stdout.strip().splitlines()[-1]) / "kwok"
 
 
 @functools.cache
@@ -146,8 +170,13 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 def status(layout: Layout | None = None) -> dict[str, int | None]:
+    """Each component's PID (None: not running); optional ones only while in use."""
     layout = layout or Layout()
-    return {c: procs.recorded_pid(layout.pidfile(c)) for c in COMPONENTS}
+    return {
+        c: procs.recorded_pid(layout.pidfile(c))
+        for c in COMPONENTS
+        if c not in OPTIONAL or layout.pidfile(c).exists()
+    }
 
 
 def is_healthy(layout: Layout | None = None) -> bool:
@@ -173,21 +202,32 @@ def up(
     nodes: int = 1,
     gpus_per_node: int = 4,
     scrape_interval: str = DEFAULT_SCRAPE_INTERVAL,
+    kwok_nodes: int = 0,
+    kwok_gpus_per_node: int = 8,
     layout: Layout | None = None,
 ) -> ClusterInfo:
-    """Start the cluster and return once it is ready; on any failure stop what started."""
+    """Start the cluster and return once it is ready; on any failure stop what started.
+
+    With kwok_nodes, KWOK and that many simulated GPU nodes come up too; on a running
+    cluster they are added beside it (kwok_up).
+    """
     layout = layout or Layout()
     if is_healthy(layout):
         info = ClusterInfo.load(layout.cluster_json)
         log(f"already running: {info.apiserver_url} (kubeconfig {layout.kubeconfig})")
+        if kwok_nodes:
+            kwok_up(nodes=kwok_nodes, gpus_per_node=kwok_gpus_per_node, layout=layout)
         return info
     if any(status(layout).values()):
         log("a previous cluster is partly running; stopping it first")
     down(layout)
     try:
-        return _up(
+        info = _up(
             nodes=nodes, gpus_per_node=gpus_per_node, scrape_interval=scrape_interval, layout=layout
         )
+        if kwok_nodes:
+            kwok_up(nodes=kwok_nodes, gpus_per_node=kwok_gpus_per_node, layout=layout)
+        return info
     except BaseException:
         log("start-up failed; stopping the components that did start")
         down(layout)
@@ -279,6 +319,11 @@ def _up(
             f"--proxy-client-cert-file={p}/front-proxy-client.crt",
             f"--proxy-client-key-file={p}/front-proxy-client.key",
             "--profiling=false",
+            # etcd 3.4 lacks RequestWatchProgress, so with WatchList on, every watch from
+            # resourceVersion "" or "0" (which the server turns into a watch-list request)
+            # fails at once. client-go reflectors fall back to list-then-watch, but
+            # KWOK's informers watch from "0" and would see changes only on relists.
+            "--feature-gates=WatchList=false",
         ],
     )
 
@@ -389,21 +434,7 @@ def _up(
     _wait("prometheus /-/ready", prometheus_ok, 60, "prometheus", layout)
 
     def nodes_ready() -> tuple[bool, str]:
-        code, body = client.get(f"{server}/api/v1/nodes")
-        if code != 200:
-            return False, f"{code}"
-        items = json.loads(body)["items"]
-        ready = [
-            n["metadata"]["name"]
-            for n in items
-            if any(
-                c["type"] == "Ready" and c["status"] == "True"
-                for c in n.get("status", {}).get("conditions", [])
-            )
-            and not any(
-                t.get("key") == "node.kubernetes.io/not-ready" for t in n["spec"].get("taints", [])
-            )
-        ]
+        ready = _ready_nodes(client, server)
         return len(ready) >= nodes, f"ready nodes: {ready}"
 
     _wait("the local GPU node(s) to be Ready", nodes_ready, 60, "localnode", layout)
@@ -420,6 +451,88 @@ def _up(
     log(f"  prometheus:  {info.prometheus_url}  (also in {layout.prometheus_url_file})")
     log(f"  logs:        {layout.logs}/")
     return info
+
+
+def _ready_nodes(client: Client, server: str, selector: str = "") -> list[str]:
+    """Nodes that are Ready and free of the not-ready taint (schedulable at once)."""
+    query = f"?labelSelector={urllib.parse.quote(selector)}" if selector else ""
+    code, body = client.get(f"{server}/api/v1/nodes{query}")
+    if code != 200:
+        return []
+    return [
+        n["metadata"]["name"]
+        for n in json.loads(body)["items"]
+        if any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in n.get("status", {}).get("conditions", [])
+        )
+        and not any(
+            t.get("key") == "node.kubernetes.io/not-ready" for t in n["spec"].get("taints", [])
+        )
+    ]
+
+
+def kwok_up(*, nodes: int, gpus_per_node: int, layout: Layout | None = None) -> list[str]:
+    """Start KWOK beside the running cluster (unless it runs already) and make sure the
+    simulated GPU nodes kwok-gpu-0..nodes-1 exist and are Ready; returns their names.
+
+    Nodes that exist already are left as they are (their GPU count included).
+    """
+    layout = layout or Layout()
+    info = ClusterInfo.load(layout.cluster_json)
+    binary = kwok_binary()
+    if procs.recorded_pid(layout.pidfile("kwok")) is None:
+        # KWOK acts for many nodes at once, like the local node agent: same identity.
+        kubeconfig = layout.component_kubeconfig("kwok")
+        pki.write_kubeconfig(kubeconfig, info.apiserver_url, layout.pki, "localnode")
+        _start(
+            layout,
+            "kwok",
+            kwok.argv(binary, kubeconfig),
+            # KWOK would also read ~/.kwok/kwok.yaml: keep a developer's own out of it.
+            env={**os.environ, "KWOK_WORKDIR": str(layout.root / "kwok")},
+        )
+        log(f"started kwok (managing nodes labelled {kwok.SELECTOR})")
+    _kubectl_apply(layout, binaries(), kwok.nodes_manifest(nodes, gpus_per_node))
+    names = kwok.node_names(nodes)
+    client = Client(layout)
+
+    def ready() -> tuple[bool, str]:
+        seen = set(_ready_nodes(client, info.apiserver_url, kwok.SELECTOR))
+        missing = [n for n in names if n not in seen]
+        return not missing, f"not ready yet: {missing[:5]}"
+
+    _wait(f"{nodes} KWOK node(s) to be Ready", ready, 60, "kwok", layout)
+    log(f"{nodes} simulated GPU node(s) ready ({kwok.NODE_PREFIX}*, {gpus_per_node} GPUs each)")
+    return names
+
+
+def kwok_down(layout: Layout | None = None) -> None:
+    """Delete the simulated nodes and stop KWOK; the rest of the cluster keeps running.
+
+    Pods still bound to those nodes are left to the pod garbage collector: delete
+    them (or their namespace) first, while KWOK still runs to finish them.
+    """
+    layout = layout or Layout()
+    if layout.cluster_json.exists():
+        result = subprocess.run(
+            [
+                str(binaries() / "kubectl"),
+                f"--kubeconfig={layout.kubeconfig}",
+                "delete",
+                "nodes",
+                "-l",
+                kwok.SELECTOR,
+                "--wait=false",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ClusterError(f"deleting the KWOK nodes failed: {result.stderr.strip()}")
+    if procs.stop(layout.pidfile("kwok")):
+        log("stopped kwok")
 
 
 def _start(layout: Layout, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:

@@ -29,15 +29,19 @@ def kwok_node(cluster: Cluster) -> Iterator[str]:
     started_here = "kwok" not in localcluster.status(cluster.layout)
     node = localcluster.kwok_up(nodes=1, gpus_per_node=8, layout=cluster.layout)[0]
     yield node
-    if started_here:
-        core = cluster.core
+    if not started_here:
+        return
+    core = cluster.core
 
-        # The test namespaces are being deleted: let KWOK finish their pods first.
-        def no_pods() -> tuple[bool, list[str]]:
-            pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
-            return not pods, [p.metadata.name for p in pods]
+    # The test namespaces are being deleted: let KWOK finish their pods first.
+    def no_pods() -> tuple[bool, list[str]]:
+        pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
+        return not pods, [p.metadata.name for p in pods]
 
+    try:
         wait_for(no_pods, 30, f"the pods on {node} to be deleted", interval=0.5)
+    finally:
+        # Whatever happened, no simulated node may outlive this module.
         localcluster.kwok_down(cluster.layout)
 
 
