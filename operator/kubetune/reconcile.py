@@ -301,7 +301,7 @@ class Reconciler:
             else (status.get("sampler") or {}).get("learnedTrials", 0)
         )
         result.status["sampler"] = {"name": spec.sampler.name, "learnedTrials": learned}
-        self._importance(key, uid, model, status, result)
+        await self._importance(key, uid, model, status, result)
 
         # The critical path: the finished trials' results are recorded while the next
         # trials are created; a stopped trial's status is written before its Job goes.
@@ -430,7 +430,7 @@ class Reconciler:
             )
         return views
 
-    def _importance(
+    async def _importance(
         self,
         key: Key,
         uid: str,
@@ -438,8 +438,9 @@ class Reconciler:
         status: dict[str, Any],
         result: Plan,
     ) -> None:
-        """Parameter importance, refitted in the background: every few minutes while
-        running, once more at the end. The status carries the latest fit."""
+        """Parameter importance: refitted in the background every few minutes while
+        running; at the end, before the final status is written (no trial waits then),
+        so a finished Study shows its importance. The status carries the latest fit."""
         latest = self.importance.get(uid) or status.get("importance")
         if latest:
             result.status["importance"] = latest
@@ -456,13 +457,23 @@ class Reconciler:
         trials = model.completed()
         dirs = directions(model.spec)
 
-        async def fit() -> None:
+        async def fit() -> bool:
             scores = await self.lanes.run(self.lanes.background, importance, dirs, trials)
             if scores and scores != self.importance.get(uid):
                 self.importance[uid] = scores
+                return True
+            return False
+
+        if ending and not any(isinstance(a, CreateTrials) for a in result.actions):
+            if await fit():
+                result.status["importance"] = self.importance[uid]
+            return
+
+        async def refit() -> None:
+            if await fit():
                 self.trigger(*key)
 
-        self._spawn(fit())
+        self._spawn(refit())
 
     # -- actions ------------------------------------------------------------------------------
 

@@ -7,9 +7,12 @@ import math
 from datetime import UTC, datetime, timedelta
 
 from kubetune.lifecycle import (
+    KEEP_NEWEST,
+    MAX_INTERMEDIATE,
     JobObservation,
     PodObservation,
     TrialStatus,
+    merge_intermediate,
     observe,
     parse_report,
     stopped,
@@ -150,8 +153,6 @@ def test_a_pod_that_cannot_start_fails_the_trial_after_a_minute() -> None:
 
 
 def test_intermediate_values_stay_bounded_and_keep_the_newest() -> None:
-    from kubetune.lifecycle import KEEP_NEWEST, MAX_INTERMEDIATE, merge_intermediate
-
     points: list[tuple[int, float]] = []
     for step in range(1, 20_001, 100):  # a long run, reported in chunks
         points = merge_intermediate(points, [(s, s / 10) for s in range(step, step + 100)])
