@@ -86,5 +86,9 @@ bench: python-deps ## benchmarks (JSON under bench/results/)
 bench-scale: python-deps binaries ## many Studies on KWOK's simulated GPU nodes (ARGS="--steps 5x20,25x20")
 	PYTHONPATH=hack $(PY) bench/scale.py $(ARGS)
 
+.PHONY: bench-loop
+bench-loop: setup ## trial turnover on the local cluster vs in-process Optuna (bench/results/loop.json)
+	$(PY) bench/loop.py
+
 clean: cluster-down ## stop the cluster and remove its state
 	rm -rf .localcluster
