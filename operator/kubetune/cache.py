@@ -51,6 +51,7 @@ class TrialRecord:
     source: str
     status: TrialStatus
     rv: int
+    sampler_state: dict[str, Any] | None = None
 
     @classmethod
     def parse(cls, obj: dict[str, Any]) -> TrialRecord:
@@ -66,6 +67,7 @@ class TrialRecord:
             source=str(spec.get("source") or "sampler"),
             status=TrialStatus.from_k8s(obj.get("status")),
             rv=_rv(meta),
+            sampler_state=spec.get("samplerState"),
         )
 
 

@@ -41,6 +41,7 @@ class TrialView:
     source: str = "sampler"  # sampler | enqueued | repeat
     recorded: bool = False  # the Trial object itself says the trial is over
     live_pods: tuple[str, ...] = ()  # its pods still running and not being deleted
+    sampler_state: dict[str, Any] | None = None  # what the sampler saved when asking it
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class TrialObservation:
     job: JobObservation
     pods: tuple[PodObservation, ...] = ()
     scraped: tuple[tuple[int, float], ...] = ()
+    sampler_state: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,7 @@ def plan_trials(
                 source=o.source,
                 recorded=o.stored.terminal,
                 live_pods=live,
+                sampler_state=o.sampler_state,
             )
         )
     return TrialsPlan(views, writes, events)

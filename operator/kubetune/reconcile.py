@@ -119,6 +119,7 @@ def observations(
                 job=job.observation if job else JobObservation(exists=False),
                 pods=tuple(snap.pods.get(t.name, ())),
                 scraped=tuple(scraped.get(t.name, ())),
+                sampler_state=t.sampler_state,
             )
         )
     return out
@@ -561,28 +562,37 @@ class Reconciler:
     ) -> bool:
         meta = study["metadata"]
         if action.params is not None:  # seed repeats of the best trial: no sampler involved
-            asked: list[tuple[Any, dict[str, Any]]] = [(None, dict(action.params))] * action.count
+            asked: list[tuple[Any, dict[str, Any], dict[str, Any] | None]] = [
+                (None, dict(action.params), None)
+            ] * action.count
             sources = [action.source] * action.count
         else:
-            asked = await self.lanes.run(
-                self.lanes.sampler(spec), model.ask, action.count, list(action.fixed)
-            )
+
+            def ask() -> list[tuple[Any, dict[str, Any], dict[str, Any] | None]]:
+                out: list[tuple[Any, dict[str, Any], dict[str, Any] | None]] = []
+                asked = model.ask(action.count, list(action.fixed))
+                for i, (trial, params) in enumerate(asked):
+                    model.adopt(action.first + i, trial)
+                    out.append((trial, params, model.sampler_state(action.first + i)))
+                return out
+
+            asked = await self.lanes.run(self.lanes.sampler(spec), ask)
             sources = [
                 "enqueued" if i < len(action.fixed) else "sampler" for i in range(action.count)
             ]
         owner = render.Owner(kind="Study", name=meta["name"], uid=meta["uid"])
 
-        async def one(number: int, trial: Any, params: dict[str, Any], source: str) -> bool:
+        async def one(
+            number: int, params: dict[str, Any], state: dict[str, Any] | None, source: str
+        ) -> bool:
             ident = self._ident(spec, meta, number)
             created = await self._io(
-                self.kube.create, render.render_trial(ident, params, owner, source)
+                self.kube.create, render.render_trial(ident, params, owner, source, state)
             )
             if created is None:
                 return False
             self.cache.put(TrialRecord.parse(created))
-            if trial is not None:
-                model.adopt(number, trial)
-            else:
+            if state is None:
                 model.skip(number)
             trial_owner = render.Owner(
                 kind="Trial", name=ident.name, uid=created["metadata"]["uid"]
@@ -597,8 +607,8 @@ class Reconciler:
 
         results = await asyncio.gather(
             *(
-                one(action.first + i, trial, params, source)
-                for i, ((trial, params), source) in enumerate(zip(asked, sources, strict=True))
+                one(action.first + i, params, state, source)
+                for i, ((_, params, state), source) in enumerate(zip(asked, sources, strict=True))
             ),
             return_exceptions=True,
         )

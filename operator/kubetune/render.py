@@ -187,10 +187,14 @@ def render_job(
 
 
 def render_trial(
-    ident: TrialIdentity, params: dict[str, Any], owner: Owner, source: str = "sampler"
+    ident: TrialIdentity,
+    params: dict[str, Any],
+    owner: Owner,
+    source: str = "sampler",
+    sampler_state: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The Trial object (owned by its Study)."""
-    return {
+    trial: dict[str, Any] = {
         "apiVersion": API_VERSION,
         "kind": "Trial",
         "metadata": {
@@ -207,6 +211,9 @@ def render_trial(
             "source": source,
         },
     }
+    if sampler_state:
+        trial["spec"]["samplerState"] = sampler_state
+    return trial
 
 
 def sample_params(spec: StudySpec) -> dict[str, Any]:

@@ -123,6 +123,46 @@ def test_operator_killed_mid_study_loses_nothing(
     assert max_concurrent(trials) <= 3
 
 
+QUICK_TRIAL = textwrap.dedent(
+    """
+    import sys, time
+    from kubetune import trial
+    time.sleep(0.3)
+    x = float(sys.argv[2])
+    trial.report(1, score=-(x - 0.3) ** 2)
+    """
+)
+
+
+@pytest.mark.parametrize("sampler", ["cmaes", "tpe"])
+def test_a_seeded_study_proposes_the_same_trials_across_operator_kills(
+    sampler: str, operator: Operator, studies: Studies
+) -> None:
+    """The sampler's state lives in the Trial objects: SIGKILLs change nothing."""
+
+    def seeded(name: str) -> dict[str, Any]:
+        study = script_study(name, QUICK_TRIAL, max_trials=8, parallelism=1)
+        study["spec"]["sampler"] = {"name": sampler, "seed": 5, "options": {"nStartupTrials": 2}}
+        study["spec"]["parameters"].append({"name": "w", "float": {"low": -1.0, "high": 1.0}})
+        return study
+
+    assert studies.apply(seeded("calm")).returncode == 0
+    assert studies.wait_phase("calm", "Succeeded", "Failed")["phase"] == "Succeeded"
+    assert studies.apply(seeded("killed")).returncode == 0
+    for at in (2, 5):
+
+        def reached(at: int = at) -> tuple[bool, Any]:
+            return len(studies.trials("killed")) > at, len(studies.trials("killed"))
+
+        wait_for(reached, 60, f"trial {at} of the study to be killed")
+        operator.kill()
+        operator.start()
+    assert studies.wait_phase("killed", "Succeeded", "Failed")["phase"] == "Succeeded"
+    calm = [t["spec"]["params"] for t in studies.trials("calm")]
+    killed = [t["spec"]["params"] for t in studies.trials("killed")]
+    assert len(calm) == 8 and killed == calm
+
+
 FAILING_TRIALS = textwrap.dedent(
     """
     import sys

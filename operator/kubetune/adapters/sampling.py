@@ -10,10 +10,13 @@ from __future__ import annotations
 import inspect
 import logging
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+import numpy as np
 import optuna
+from optuna.samplers._lazy_random_state import LazyRandomState
 from optuna.trial import TrialState
 
 from kubetune import metrics, space
@@ -58,7 +61,7 @@ def _sampler(
     if name == "gp":
         _need_torch()
     if name == "grid":
-        factory: Callable[..., optuna.samplers.BaseSampler] = optuna.samplers.GridSampler
+        factory: Callable[..., optuna.samplers.BaseSampler] = GridSampler
         kwargs: dict[str, Any] = {"search_space": space.grid_space(spec), "seed": seed}
     else:
         factory = _FACTORIES[name]
@@ -92,6 +95,24 @@ def _need_torch() -> None:
     # One intra-op thread: a GP fit must leave the other cores to the event loop and
     # the other Studies' samplers, not spread over all of them.
     torch.set_num_threads(1)
+
+
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, minus its `study.stop()` once the grid is covered.
+
+    That call is only valid inside `study.optimize`; told from the operator, it
+    raised out of `tell` after the result was stored. The planner ends a grid Study
+    itself when every point has run (budget.maxTrials is capped at the grid's size).
+    """
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        return None
 
 
 class PhasedSampler(optuna.samplers.BaseSampler):
@@ -194,6 +215,47 @@ def make_pruner(
         raise SpecError(f"{where}.options: {e}") from None
 
 
+_MISSING = object()
+
+
+def reseed(sampler: Any, seed: int, number: int) -> None:
+    """Give every random state inside `sampler` a seed derived from (seed, trial number).
+
+    Optuna's samplers keep their randomness in LazyRandomState objects, some in nested
+    samplers and strategies (TPE's startup RandomSampler, NSGA-II's crossover); each
+    gets its own stream, named by its place in the object graph.
+    """
+    seen: set[int] = set()
+
+    def walk(obj: Any, path: str, depth: int) -> None:
+        if id(obj) in seen or depth > 4:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, LazyRandomState):
+            digest = zlib.crc32(f"{seed}/{number}/{path}".encode())
+            obj._rng = np.random.RandomState(digest)
+            return
+        if isinstance(obj, PhasedSampler):
+            # Transparent: a startup sampler draws what it would draw on its own.
+            walk(obj.first, path, depth + 1)
+            walk(obj.then, path, depth + 1)
+            return
+        if isinstance(obj, optuna.samplers.GPSampler):
+            # GP fits start from the previous fit's kernel parameters, which a rebuilt
+            # sampler does not have: every fit starts afresh, so both agree.
+            obj._gprs_cache_list = None
+            obj._constraints_gprs_cache_list = None
+        if not (
+            isinstance(obj, optuna.samplers.BaseSampler)
+            or type(obj).__module__.startswith("optuna.samplers")
+        ):
+            return
+        for name, value in sorted(getattr(obj, "__dict__", {}).items()):
+            walk(value, f"{path}.{name}", depth + 1)
+
+    walk(sampler, "sampler", 0)
+
+
 def directions(spec: StudySpec) -> list[Literal["minimize", "maximize"]]:
     return [o.direction for o in spec.all_objectives]
 
@@ -228,6 +290,7 @@ class StudyModel:
         self.numbers: set[int] = set()  # every Trial number the study knows
         self.warm = 0  # warm-start trials from another Study
         self.multi = len(spec.all_objectives) > 1
+        self.study_attrs: dict[str, Any] = {}  # the study's system attrs at the last ask
 
     @classmethod
     def rebuild(
@@ -252,24 +315,35 @@ class StudyModel:
 
     def _frozen(self, view: TrialView, attrs: dict[str, Any]) -> optuna.trial.FrozenTrial:
         state = _state(view)
-        return optuna.trial.create_trial(
+        saved = view.sampler_state or {}
+        trial = optuna.trial.create_trial(
             params=view.params,
             distributions=space.distributions_for(self.spec.parameters, view.params),
             values=_values(view) if state == TrialState.COMPLETE else None,
-            state=state,
+            state=TrialState.FAIL if state == TrialState.RUNNING else state,
             intermediate_values={} if self.multi else dict(view.status.intermediate),
             user_attrs=attrs,
+            system_attrs=dict(saved.get("trial") or {}),
         )
+        if state == TrialState.RUNNING:  # create_trial only makes finished trials
+            trial.state, trial.datetime_complete = state, None
+        return trial
 
     def _add(self, view: TrialView) -> None:
         self.numbers.add(view.number)
         if view.source == "repeat":
             return  # seed repeats measure variance; they are not search history
+        storage, study_id = self.study._storage, self.study._study_id
+        # The study's attributes as they were after this trial was asked (QMC's sample
+        # counter, NSGA-II's population cache...): replayed in trial order.
+        for key, value in ((view.sampler_state or {}).get("study") or {}).items():
+            storage.set_study_system_attr(study_id, key, value)
+            self.study_attrs[key] = value
         if _state(view) == TrialState.RUNNING:
-            self.study.enqueue_trial(view.params, skip_if_exists=False)
-            trial = self.study.ask()
-            space.sample(trial, self.spec.parameters)
-            self.live[view.number] = trial
+            # Re-created as it was asked, without asking the sampler again.
+            frozen = self._frozen(view, {"kubetune_trial": view.name})
+            trial_id = storage.create_new_trial(study_id, template_trial=frozen)
+            self.live[view.number] = optuna.Trial(self.study, trial_id)
             self.reported[view.number] = set()
             self.report(view)
         else:
@@ -314,13 +388,36 @@ class StudyModel:
         """Propose `count` new trials, the `fixed` configurations first (blocking)."""
         out = []
         timer = metrics.ASK.labels(sampler=self.spec.sampler.name)
+        seed = self.spec.sampler.seed
         for i in range(count):
             with timer.time():
                 if i < len(fixed):
                     self.study.enqueue_trial(fixed[i], skip_if_exists=False)
+                if seed is not None:
+                    # The sampler's randomness for this trial depends on the seed and the
+                    # trial's number only, not on how many asks this process made: a
+                    # rebuilt study proposes what the uninterrupted one would have.
+                    number = len(self.study.get_trials(deepcopy=False))
+                    reseed(self.study.sampler, seed, number)
                 trial = self.study.ask()
                 out.append((trial, space.sample(trial, self.spec.parameters)))
         return out
+
+    def sampler_state(self, number: int) -> dict[str, Any]:
+        """What the sampler wrote while asking trial `number`, to keep in its Trial object:
+        the trial's system attributes and the study's attributes that changed."""
+        trial = self.live[number]
+        storage, study_id = self.study._storage, self.study._study_id
+        attrs = storage.get_trial_system_attrs(trial._trial_id)
+        now = storage.get_study_system_attrs(study_id)
+        changed = {k: v for k, v in now.items() if self.study_attrs.get(k, _MISSING) != v}
+        self.study_attrs = dict(now)
+        state: dict[str, Any] = {}
+        if attrs:
+            state["trial"] = attrs
+        if changed:
+            state["study"] = changed
+        return state
 
     def to_prune(self) -> list[int]:
         """Running trials the pruner would stop now (after their latest report)."""
