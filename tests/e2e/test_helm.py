@@ -81,6 +81,15 @@ def test_chart_lints_and_renders_manifests_the_api_server_accepts(
     }
 
 
+def test_helm_renders_offline_without_being_told_a_kubernetes_version(
+    helm: str, cluster: Cluster
+) -> None:
+    """Helm built as its Makefile builds it knows its Kubernetes version (not v1.20)."""
+    result = run(cluster, helm, "template", "t", str(CHART), check=False)
+    assert result.returncode == 0, result.stderr
+    assert "kind: Deployment" in result.stdout
+
+
 def test_unknown_values_are_refused(helm: str, cluster: Cluster) -> None:
     result = run(
         cluster,
