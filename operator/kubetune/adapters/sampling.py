@@ -313,13 +313,36 @@ class StudyModel:
             model._add(view)
         return model
 
+    def _penalty(self, view: TrialView) -> list[float] | None:
+        """The value a diverged trial is told with: the worst value seen so far.
+
+        Optuna's TPE, GP and CMA-ES skip failed trials, so a sampler told "FAIL" keeps
+        proposing the region where training blows up. Told as the worst completed
+        result instead, it learns to avoid it. Before any trial has completed there
+        is nothing to compare with, and the trial is told as failed.
+        """
+        if view.status.reason != "Diverged" or view.status.phase != "Failed":
+            return None
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not done:
+            return None
+        worst = []
+        for i, direction in enumerate(self.study.directions):
+            values = [t.values[i] for t in done]
+            worst.append(min(values) if direction.name == "MAXIMIZE" else max(values))
+        return worst
+
     def _frozen(self, view: TrialView, attrs: dict[str, Any]) -> optuna.trial.FrozenTrial:
         state = _state(view)
         saved = view.sampler_state or {}
+        penalty = self._penalty(view)
+        if penalty is not None:
+            state = TrialState.COMPLETE
+            attrs = {**attrs, "kubetune_diverged": True}
         trial = optuna.trial.create_trial(
             params=view.params,
             distributions=space.distributions_for(self.spec.parameters, view.params),
-            values=_values(view) if state == TrialState.COMPLETE else None,
+            values=(penalty or _values(view)) if state == TrialState.COMPLETE else None,
             state=TrialState.FAIL if state == TrialState.RUNNING else state,
             intermediate_values={} if self.multi else dict(view.status.intermediate),
             user_attrs=attrs,
@@ -374,8 +397,12 @@ class StudyModel:
             state = _state(view)
             if state == TrialState.RUNNING:
                 continue
+            penalty = self._penalty(view)
             if state == TrialState.COMPLETE:
                 self.study.tell(trial, _values(view))
+            elif penalty is not None:
+                trial.set_user_attr("kubetune_diverged", True)
+                self.study.tell(trial, penalty)
             else:
                 self.study.tell(trial, state=state)
             del self.live[view.number]
