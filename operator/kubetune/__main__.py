@@ -24,7 +24,7 @@ from prometheus_client import start_http_server
 
 import kubetune.handlers  # noqa: F401  (registers the handlers)
 from kubetune.adapters.kube import load_config
-from kubetune.leader import LeaderElector
+from kubetune.leader import LeaderElector, Liveness
 
 
 def main() -> None:
@@ -51,6 +51,8 @@ def main() -> None:
     port = int(os.environ.get("KUBETUNE_OPERATOR_METRICS_PORT", "0") or 0)
     if port:
         start_http_server(port, addr=os.environ.get("POD_IP", "0.0.0.0"))  # noqa: S104
+    liveness = os.environ.get("KUBETUNE_LIVENESS_ENDPOINT") or None
+    elector = None
     if os.environ.get("KUBETUNE_LEADER_ELECTION", "").lower() == "true":
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
         elector = LeaderElector(
@@ -60,15 +62,23 @@ def main() -> None:
             identity,
             lease_seconds=int(os.environ.get("KUBETUNE_LEASE_SECONDS", "15")),
         )
-        elector.acquire()
+        standby = Liveness(liveness)
+        try:
+            elector.acquire()
+        finally:
+            standby.close()
         elector.keep()
-    kopf.run(
-        memo=kopf.Memo(namespaces=namespaces),
-        standalone=True,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        liveness_endpoint=os.environ.get("KUBETUNE_LIVENESS_ENDPOINT") or None,
-    )
+    try:
+        kopf.run(
+            memo=kopf.Memo(namespaces=namespaces),
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=liveness,
+        )
+    finally:
+        if elector is not None:
+            elector.release()
 
 
 if __name__ == "__main__":

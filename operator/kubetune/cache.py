@@ -155,7 +155,7 @@ def pod_observation(pod: dict[str, Any]) -> PodObservation:
                 finished = done
     return PodObservation(
         name=pod["metadata"]["name"],
-        phase=status.get("phase") or "Pending",
+        phase=_phase(pod),
         started=started,
         finished=finished,
         exit_code=exit_code,
@@ -165,6 +165,27 @@ def pod_observation(pod: dict[str, Any]) -> PodObservation:
         waiting_reason=waiting.get("reason"),
         waiting_message=waiting.get("message"),
     )
+
+
+def _phase(pod: dict[str, Any]) -> str:
+    """The pod's phase, or where it is bound to go once all its containers have ended.
+
+    A node agent may report the containers' terminated states before the pod's phase
+    (two status writes): the trial is over at the first, and so is its GPU's use.
+    """
+    status = pod.get("status") or {}
+    phase = str(status.get("phase") or "Pending")
+    statuses = status.get("containerStatuses") or []
+    containers = (pod.get("spec") or {}).get("containers") or []
+    if phase not in ("Pending", "Running") or not statuses or len(statuses) < len(containers):
+        return phase
+    ended = [(cs.get("state") or {}).get("terminated") for cs in statuses]
+    if not all(ended):
+        return phase
+    if all(t.get("exitCode") == 0 for t in ended if t):
+        return "Succeeded"
+    restart = (pod.get("spec") or {}).get("restartPolicy", "Always")
+    return "Failed" if restart == "Never" else phase
 
 
 Record = TrialRecord | JobRecord | PodRecord

@@ -13,7 +13,9 @@ import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -113,6 +115,26 @@ class LeaderElector:
                 log.warning("lease: %s", e)
             time.sleep(self.renew_seconds / 2)
 
+    def release(self) -> None:
+        """Hand the Lease back on a clean shutdown, so a standby leads at once instead
+        of waiting for it to expire (as client-go's ReleaseOnCancel does)."""
+        try:
+            lease = self.coord.read_namespaced_lease(self.name, self.namespace)
+            if lease.spec.holder_identity != self.identity:
+                return
+            body = {
+                "metadata": {"name": self.name, "resourceVersion": lease.metadata.resource_version},
+                "spec": {
+                    **self._spec_dict(lease),
+                    "leaseDurationSeconds": 1,
+                    "renewTime": format_time(_now(), micro=True),
+                },
+            }
+            self.coord.replace_namespaced_lease(self.name, self.namespace, body)
+            log.info("released the lease")
+        except Exception as e:  # best effort: the Lease expires anyway
+            log.warning("could not release the lease: %s", e)
+
     def keep(self) -> threading.Thread:
         """Renew in the background; exit the process if the Lease is lost."""
 
@@ -135,3 +157,37 @@ class LeaderElector:
         thread = threading.Thread(target=loop, name="leader-lease", daemon=True)
         thread.start()
         return thread
+
+
+class Liveness:
+    """Answers the liveness probe while a standby waits for the Lease.
+
+    Kopf serves the probe only once it runs, and a standby does not run Kopf until
+    it leads; without this, a kubelet would restart every standby over and over.
+    The server is closed before Kopf opens the same address.
+    """
+
+    def __init__(self, endpoint: str | None) -> None:
+        self.server: ThreadingHTTPServer | None = None
+        if not endpoint:
+            return
+        url = urlsplit(endpoint)
+        path = url.path or "/"
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200 if self.path.split("?")[0] == path else 404)
+                self.end_headers()
+                self.wfile.write(b'{"standby": true}')
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return  # one line per probe is noise
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer((url.hostname or "0.0.0.0", url.port or 80), Handler)  # noqa: S104
+        threading.Thread(target=self.server.serve_forever, name="liveness", daemon=True).start()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()

@@ -138,6 +138,10 @@ class Reconciler:
         self.importance_at: dict[str, float] = {}  # by Study uid: monotonic time of last fit
         self.validated: dict[str, int] = {}  # by Study uid: the generation whose template passed
         self.freed: dict[str, list[float]] = {}  # by Study uid: when trial slots freed
+        self.pods_ended: dict[Key, list[float]] = {}  # when the watch saw trial pods end
+        self.status_wanted: dict[Key, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self.status_writing: set[Key] = set()  # Studies with a status write in flight
+        self.deleting: set[tuple[Key, str]] = set()  # trials whose Job is being removed
         self.status_at: dict[Key, float] = {}  # monotonic time of the last Study status write
         self.scraped: dict[Key, dict[str, list[tuple[int, float]]]] = {}  # new values by trial
         self.polled_at: dict[Key, float] = {}  # wall time of the last Prometheus answer
@@ -220,6 +224,7 @@ class Reconciler:
     def forget_key(self, key: Key) -> None:
         for table in (self.status_at, self.polled_at, self.poll_clock):
             table.pop(key, None)
+        self.pods_ended.pop(key, None)
         self.scraped.pop(key, None)
         self.metrics_error.pop(key, None)
         timer = self.timers.pop(key, None)
@@ -308,6 +313,12 @@ class Reconciler:
         # trials are created; a stopped trial's status is written before its Job goes.
         stopping = {a.trial for a in result.actions if isinstance(a, StopTrial)}
         by_name = {v.name: v for v in trials.views}
+        # The trial-creation metric counts from when the watch saw a trial's pod end
+        # (or from now, for a stop) to the next Job created.
+        results = sum(w.result for w in trials.writes)
+        seen = self.pods_ended.pop(key, [])
+        freed = seen[:results] + [time.monotonic()] * (results - len(seen) + len(stopping))
+        self.freed.setdefault(uid, []).extend(sorted(freed))
         writes = [self._write_trial(key, w) for w in trials.writes if w.trial not in stopping]
         critical: list[Awaitable[Any]] = list(writes)
         for action in result.actions:
@@ -331,10 +342,14 @@ class Reconciler:
 
         for event in [*trials.events, *result.events]:
             self._event(study, event)
-        cleanup = [self._delete_job(key, a) for a in result.actions if isinstance(a, DeleteJob)]
-        errors += [o for o in await asyncio.gather(*cleanup, return_exceptions=True) if o]
         if errors:
             raise errors[0]
+        # Off the critical path: a pass ends here, so the next trial's pod ending never
+        # waits behind a cleanup or a status write of this one.
+        for action in result.actions:
+            if isinstance(action, DeleteJob) and (key, action.trial) not in self.deleting:
+                self.deleting.add((key, action.trial))
+                self._spawn(self._cleanup(key, action))
         await self._write_study(key, study, status, result)
         metrics.record_study(uid, result.status["phase"], result.status["trials"])
         if result.status["phase"] in FINISHED and not any(
@@ -516,13 +531,6 @@ class Reconciler:
         )
         if stored is not None:
             self.cache.put(TrialRecord.parse(stored))
-        if write.result:
-            self._freed(key)
-
-    def _freed(self, key: Key) -> None:
-        study = self.cache.study(key)
-        if study is not None:
-            self.freed.setdefault(study["metadata"]["uid"], []).append(time.monotonic())
 
     async def _stop(self, key: Key, view: TrialView, action: StopTrial, now: datetime) -> None:
         """Record the stop first, then delete the Job: a stop is never forgotten."""
@@ -637,12 +645,41 @@ class Reconciler:
             self.trigger_after(key, wait)  # write the latest status then
             return
         self.status_at[key] = clock
-        meta = study["metadata"]
-        stored = await self._io(
-            self.kube.patch_status, "Study", meta["namespace"], meta["name"], result.status
-        )
-        if stored is not None:
-            self.cache.put_study(stored)
+        wanted = key not in self.status_wanted
+        self.status_wanted[key] = (study, result.status)
+        if wanted and key not in self.status_writing:
+            self._spawn(self._status_writer(key))
+
+    async def _status_writer(self, key: Key) -> None:
+        """Write a Study's latest wanted status in the background, one write at a time."""
+        self.status_writing.add(key)
+        try:
+            while key in self.status_wanted:
+                study, status = self.status_wanted.pop(key)
+                meta = study["metadata"]
+                try:
+                    stored = await self._io(
+                        self.kube.patch_status, "Study", meta["namespace"], meta["name"], status
+                    )
+                except Exception as e:
+                    metrics.RECONCILE_ERRORS.inc()
+                    log.warning("status of study %s/%s: %s; retrying", *key, e)
+                    self._report_error(key, e)
+                    self.trigger_after(key, 5.0)
+                    return
+                if stored is not None:
+                    self.cache.put_study(stored)
+        finally:
+            self.status_writing.discard(key)
+
+    async def _cleanup(self, key: Key, action: DeleteJob) -> None:
+        try:
+            await self._delete_job(key, action)
+        except Exception as e:
+            log.warning("removing the Job of %s: %s; retrying", action.trial, e)
+            self.trigger_after(key, 5.0)
+        finally:
+            self.deleting.discard((key, action.trial))
 
     # -- Prometheus -------------------------------------------------------------------------
 

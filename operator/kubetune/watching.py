@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from kubetune.reconcile import Reconciler
 from kubetune.render import API_VERSION, LABEL_STUDY
 
 log = logging.getLogger("kubetune.watching")
+ENDED = ("Succeeded", "Failed")
 TRIALS = Resource(f"/apis/{API_VERSION}", "trials")
 KINDS: tuple[tuple[Resource, type[Record]], ...] = (
     (TRIALS, TrialRecord),
@@ -93,6 +95,12 @@ class Watches:
 
     def _apply(self, event: str, record: Record) -> None:
         cache = self.reconciler.cache
+        key = (record.namespace, record.study)
+        if isinstance(record, PodRecord) and record.observation.phase in ENDED:
+            state = cache.studies.get(key)
+            old = state.pods.get(record.uid) if state else None
+            if old is None or old.observation.phase not in ENDED:
+                self.reconciler.pods_ended.setdefault(key, []).append(time.monotonic())
         if event == "DELETED":
             cache.remove(record)
             changed = True

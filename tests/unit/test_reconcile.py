@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from kubetune import render
+from kubetune import metrics, render
 from kubetune.cache import Cache, JobRecord, PodRecord, TrialRecord
 from kubetune.reconcile import Reconciler, Settings
 
@@ -131,10 +131,11 @@ class Harness:
         async def passes() -> None:
             # Like the work queue: passes until the reconciler asks for no more.
             for _ in range(10):
-                if not await self.rec._pass(KEY):
+                again = await self.rec._pass(KEY)
+                while self.rec.tasks:  # background writes, cleanups and Events
+                    await asyncio.gather(*list(self.rec.tasks))
+                if not again:
                     break
-            for task in list(self.rec.tasks):
-                await task
 
         asyncio.run(passes())
 
@@ -263,3 +264,24 @@ def test_a_changed_sampler_applies_at_once() -> None:
     h.run()
     assert h.rec.models["study-uid"].spec.sampler.name == "tpe"
     assert "s-2" in h.trials(), "the next trial comes from the new sampler"
+
+
+def test_a_failing_pass_is_counted_and_told_once_per_distinct_error() -> None:
+
+    h = Harness(study())
+    before = metrics.RECONCILE_ERRORS._value.get()
+
+    async def failing_passes() -> None:
+        for _ in range(3):
+            h.kube.fail_next = RuntimeError("etcd is on fire")
+            h.rec.trigger(*KEY)
+            while h.rec.running:
+                await asyncio.sleep(0.01)
+        for task in list(h.rec.tasks):
+            await task
+        for timer in h.rec.timers.values():
+            timer.cancel()
+
+    asyncio.run(failing_passes())
+    assert metrics.RECONCILE_ERRORS._value.get() - before == 3
+    assert h.kube.requests["event ReconcileError"] == 1, "one Event per distinct error"
