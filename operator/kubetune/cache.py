@@ -211,8 +211,9 @@ class Snapshot:
 
     study: dict[str, Any]
     trials: list[TrialRecord]
-    jobs: dict[str, JobRecord]  # by Trial name, only Jobs owned by that Trial
+    jobs: dict[str, JobRecord]  # by Trial name: the trial's Job, owned by this Study
     pods: dict[str, list[PodObservation]]  # by Trial name, only pods owned by its Job
+    orphans: tuple[str, ...] = ()  # this Study's Jobs without a Trial (a create failed)
 
 
 class Cache:
@@ -313,12 +314,18 @@ class Cache:
             return None
         uid = state.body["metadata"]["uid"]
         trials = [t for t in state.trials.values() if t.owner_uid == uid]
+        names = {t.name for t in trials}
         by_uid = {t.uid: t.name for t in trials}
-        jobs = {
-            j.name: j
-            for j in state.jobs.values()
-            if j.owner_uid is not None and by_uid.get(j.owner_uid) == j.name
-        }
+        jobs: dict[str, JobRecord] = {}
+        orphans = []
+        for j in state.jobs.values():
+            if j.owner_uid == uid:  # owned by the Study, named after its Trial
+                if j.name in names:
+                    jobs[j.name] = j
+                else:
+                    orphans.append(j.name)
+            elif j.owner_uid is not None and by_uid.get(j.owner_uid) == j.name:
+                jobs[j.name] = j  # owned by its Trial (made by operators before 0.2)
         job_of = {j.uid: name for name, j in jobs.items()}
         pods: dict[str, list[PodObservation]] = {}
         for p in state.pods.values():
@@ -327,7 +334,9 @@ class Cache:
                 pods.setdefault(name, []).append(p.observation)
         for observed in pods.values():
             observed.sort(key=_creation_order)
-        return Snapshot(study=state.body, trials=trials, jobs=jobs, pods=pods)
+        return Snapshot(
+            study=state.body, trials=trials, jobs=jobs, pods=pods, orphans=tuple(sorted(orphans))
+        )
 
     def sizes(self) -> dict[str, int]:
         return {

@@ -62,13 +62,13 @@ class TrialObservation:
 
 @dataclass(frozen=True)
 class CreateTrials:
-    """Create `count` Trials numbered from `first`: asked from the sampler (the `fixed`
+    """Create `count` Trials with these `numbers`: asked from the sampler (the `fixed`
     configurations first), or with `params` (seed repeats)."""
 
     count: int
     params: dict[str, Any] | None = None
     source: str = "sampler"
-    first: int = 0
+    numbers: tuple[int, ...] = ()
     fixed: tuple[dict[str, Any], ...] = ()
 
 
@@ -87,6 +87,7 @@ class DeleteJob:
 
     trial: str
     pods: tuple[str, ...] = ()
+    orphan: bool = False  # no Trial: trials wait for it to be gone
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class Context:
     retention: tuple[float, float] = (0.0, 3600.0)
     # Prometheus: None when not configured, "" when answering, else the error.
     metrics_error: str | None = None
+    orphans: tuple[str, ...] = ()  # the Study's Jobs whose Trial was never created
 
 
 Event = tuple[str, str, str]  # (type, reason, message)
@@ -379,23 +381,26 @@ def plan(
             gpu_spent = not gpu.can_start
             searching = search_left > 0 and not gpu_spent
             room = budget.parallelism - len(active)
-            # The plan numbers the new trials: numbers are never reused, so a Trial's
-            # name (<study>-<number>) always means one trial.
-            first = max((t.number for t in trials), default=-1) + 1
+
+            # The plan numbers the new trials: the lowest numbers no Trial has, so the
+            # numbers stay 0..N-1 even when a create failed (its Trial never existed).
+            def numbers(count: int) -> tuple[int, ...]:
+                taken = {t.number for t in trials}
+                free = (n for n in range(len(taken) + count) if n not in taken)
+                return tuple(next(free) for _ in range(count))
+
             if searching and room > 0:
                 count = int(min(room, search_left, gpu.room))
                 fixed = tuple(spec.enqueue[len(search) : len(search) + count])
-                actions.append(CreateTrials(count, first=first, fixed=fixed))
+                actions.append(CreateTrials(count, numbers=numbers(count), fixed=fixed))
             elif not searching and not any(t.source != "repeat" for t in active):
                 want = spec.repeat_best.count if spec.repeat_best and best and not gpu_spent else 0
                 if len(repeats) < want and room > 0:
                     assert best is not None
+                    count = min(room, want - len(repeats))
                     actions.append(
                         CreateTrials(
-                            min(room, want - len(repeats)),
-                            params=best.params,
-                            source="repeat",
-                            first=first,
+                            count, params=best.params, source="repeat", numbers=numbers(count)
                         )
                     )
                 elif not active:
@@ -417,6 +422,11 @@ def plan(
         events += [_stop_event(a) for a in actions if isinstance(a, StopTrial)]
     cleanup, requeue = _cleanup(trials, ctx)
     actions += cleanup
+    if ctx.orphans:
+        # A trial's Trial and Job are created together; when only the Job was, it goes,
+        # and no trial is created until it is gone (the next one would reuse its name).
+        actions = [a for a in actions if not isinstance(a, CreateTrials)]
+        actions += [DeleteJob(name, orphan=True) for name in ctx.orphans]
     if phase == "Running" and budget.timeout_seconds:
         until_deadline = max(0.0, deadline - now.timestamp())
         requeue = until_deadline if requeue is None else min(requeue, until_deadline)

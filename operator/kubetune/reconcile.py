@@ -60,6 +60,8 @@ IMPORTANCE_EVERY_SECONDS = 300.0
 # A running Study's status (counts, GPU-hours) is rewritten at most this often; a phase
 # or condition change is written at once.
 STATUS_EVERY_SECONDS = 1.0
+# The same error is told (as an Event) again only after this long.
+ERROR_EVENT_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,8 @@ class Reconciler:
         self.pods_ended: dict[Key, list[float]] = {}  # when the watch saw trial pods end
         self.status_wanted: dict[Key, tuple[dict[str, Any], dict[str, Any]]] = {}
         self.status_writing: set[Key] = set()  # Studies with a status write in flight
+        self.trial_wanted: dict[tuple[Key, str], tuple[WriteTrialStatus, dict[str, Any]]] = {}
+        self.trial_inflight: dict[tuple[Key, str], dict[str, Any]] = {}
         self.deleting: set[tuple[Key, str]] = set()  # trials whose Job is being removed
         self.status_at: dict[Key, float] = {}  # monotonic time of the last Study status write
         self.scraped: dict[Key, dict[str, list[tuple[int, float]]]] = {}  # new values by trial
@@ -151,7 +155,7 @@ class Reconciler:
         self.running: set[Key] = set()
         self.dirty: set[Key] = set()
         self.timers: dict[Key, asyncio.TimerHandle] = {}
-        self.last_error: dict[Key, str] = {}
+        self.last_error: dict[Key, tuple[str, float]] = {}  # the last error told, and when
         self.tasks: set[asyncio.Task[Any]] = set()
 
     # -- triggers ------------------------------------------------------------------------
@@ -191,7 +195,6 @@ class Reconciler:
                 try:
                     with metrics.RECONCILE.time():
                         again = await self._pass(key)
-                    self.last_error.pop(key, None)
                 except Exception as e:
                     metrics.RECONCILE_ERRORS.inc()
                     log.exception("reconcile of study %s/%s failed; retrying", *key)
@@ -205,12 +208,14 @@ class Reconciler:
         finally:
             self.running.discard(key)
 
-    def _report_error(self, key: Key, error: Exception) -> None:
+    def _report_error(self, key: Key, error: BaseException) -> None:
         """Tell the Study's owner, once per distinct error, that the operator is stuck."""
         text = f"{type(error).__name__}: {error}"
-        if self.last_error.get(key) == text:
+        clock = time.monotonic()
+        last = self.last_error.get(key)
+        if last is not None and last[0] == text and clock - last[1] < ERROR_EVENT_SECONDS:
             return
-        self.last_error[key] = text
+        self.last_error[key] = (text, clock)
         study = self.cache.study(key)
         if study is not None:
             self._event(study, ("Warning", "ReconcileError", f"{text} (retrying)"))
@@ -290,6 +295,7 @@ class Reconciler:
                 self.settings.failed_job_retention_seconds,
             ),
             metrics_error=self.metrics_error.get(key) if self.prom else None,
+            orphans=snap.orphans,
         )
         result = plan(spec, trials.views, status, generation, ctx)
         creates = [a for a in result.actions if isinstance(a, CreateTrials)]
@@ -319,8 +325,10 @@ class Reconciler:
         seen = self.pods_ended.pop(key, [])
         freed = seen[:results] + [time.monotonic()] * (results - len(seen) + len(stopping))
         self.freed.setdefault(uid, []).extend(sorted(freed))
-        writes = [self._write_trial(key, w) for w in trials.writes if w.trial not in stopping]
-        critical: list[Awaitable[Any]] = list(writes)
+        for write in trials.writes:
+            if write.trial not in stopping:
+                self._queue_trial_write(key, write)
+        critical: list[Awaitable[Any]] = []
         for action in result.actions:
             if isinstance(action, CreateTrials):
                 assert model is not None
@@ -331,14 +339,7 @@ class Reconciler:
                 critical.append(self._ensure_job(key, spec, study, by_name[action.trial]))
         outcomes = await asyncio.gather(*critical, return_exceptions=True)
         errors = [o for o in outcomes if isinstance(o, BaseException)]
-        refused = next((e for e in outcomes[len(writes) :] if _refusal(e)), None)
-        if isinstance(refused, ApiException):
-            # The API server refuses a rendered Trial or Job (a field of the wrong type
-            # inside the free-form template, say): the spec must change, retrying won't help.
-            message = f"spec.trialTemplate: the API server refuses the trial: {api_error(refused)}"
-            return await self._invalid(key, study, SpecError(message), now)
-        # A newly recorded result lets the next pass remove the trial's Job.
-        again = any(o is True for o in outcomes) or any(w.result for w in trials.writes)
+        again = any(o is True for o in outcomes)
 
         for event in [*trials.events, *result.events]:
             self._event(study, event)
@@ -532,6 +533,39 @@ class Reconciler:
         if stored is not None:
             self.cache.put(TrialRecord.parse(stored))
 
+    def _queue_trial_write(self, key: Key, write: WriteTrialStatus) -> None:
+        """Write a trial's status in the background, the latest one, one write at a time.
+
+        Beside the next trial's creation, not before it: until the write lands, each
+        pass derives the same status again from the pod (which stays until then).
+        """
+        slot = (key, write.trial)
+        body = write.status.to_k8s()
+        if self.trial_inflight.get(slot) == body:
+            return
+        self.trial_wanted[slot] = (write, body)
+        if slot not in self.trial_inflight:
+            self._spawn(self._trial_writer(slot))
+
+    async def _trial_writer(self, slot: tuple[Key, str]) -> None:
+        key = slot[0]
+        try:
+            while slot in self.trial_wanted:
+                write, body = self.trial_wanted.pop(slot)
+                self.trial_inflight[slot] = body
+                try:
+                    await self._write_trial(key, write)
+                except Exception as e:
+                    metrics.RECONCILE_ERRORS.inc()
+                    log.warning("status of trial %s: %s; retrying", write.trial, e)
+                    self._report_error(key, e)
+                    self.trigger_after(key, 5.0)
+                    return
+                if write.result:
+                    self.trigger(*key)  # recorded: its Job can go now
+        finally:
+            self.trial_inflight.pop(slot, None)
+
     async def _stop(self, key: Key, view: TrialView, action: StopTrial, now: datetime) -> None:
         """Record the stop first, then delete the Job: a stop is never forgotten."""
         status = stopped(view.status, action.phase, action.reason, action.message, now)
@@ -554,8 +588,9 @@ class Reconciler:
         self, key: Key, spec: StudySpec, study: dict[str, Any], view: TrialView
     ) -> None:
         """A Trial without its Job (the operator stopped between the two creates)."""
-        owner = render.Owner(kind="Trial", name=view.name, uid=view.uid)
-        ident = self._ident(spec, study["metadata"], view.number)
+        meta = study["metadata"]
+        owner = render.Owner(kind="Study", name=meta["name"], uid=meta["uid"])
+        ident = self._ident(spec, meta, view.number)
         job = await self._io(self.kube.create, self._job(spec, ident, view.params, owner))
         if job is not None:
             self.cache.put(JobRecord.parse(job))
@@ -568,20 +603,29 @@ class Reconciler:
         model: StudyModel,
         action: CreateTrials,
     ) -> bool:
+        """Ask the sampler, then create the Trials and Jobs in the background.
+
+        The new trials go into the cache at once as assumed objects (as the
+        scheduler's assume cache does), so the next pass counts them and numbers
+        past them while their creates are still in flight: a pod that ends meanwhile
+        does not wait for this pass's API round trips.
+        """
         meta = study["metadata"]
         if action.params is not None:  # seed repeats of the best trial: no sampler involved
-            asked: list[tuple[Any, dict[str, Any], dict[str, Any] | None]] = [
-                (None, dict(action.params), None)
+            asked: list[tuple[dict[str, Any], dict[str, Any] | None]] = [
+                (dict(action.params), None)
             ] * action.count
             sources = [action.source] * action.count
+            for number in action.numbers:
+                model.skip(number)
         else:
 
-            def ask() -> list[tuple[Any, dict[str, Any], dict[str, Any] | None]]:
-                out: list[tuple[Any, dict[str, Any], dict[str, Any] | None]] = []
+            def ask() -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+                out: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
                 asked = model.ask(action.count, list(action.fixed))
-                for i, (trial, params) in enumerate(asked):
-                    model.adopt(action.first + i, trial)
-                    out.append((trial, params, model.sampler_state(action.first + i)))
+                for number, (trial, params) in zip(action.numbers, asked, strict=True):
+                    model.adopt(number, trial)
+                    out.append((params, model.sampler_state(number)))
                 return out
 
             asked = await self.lanes.run(self.lanes.sampler(spec), ask)
@@ -589,45 +633,65 @@ class Reconciler:
                 "enqueued" if i < len(action.fixed) else "sampler" for i in range(action.count)
             ]
         owner = render.Owner(kind="Study", name=meta["name"], uid=meta["uid"])
-
-        async def one(
-            number: int, params: dict[str, Any], state: dict[str, Any] | None, source: str
-        ) -> bool:
+        for number, (params, state), source in zip(action.numbers, asked, sources, strict=True):
             ident = self._ident(spec, meta, number)
-            created = await self._io(
-                self.kube.create, render.render_trial(ident, params, owner, source, state)
-            )
-            if created is None:
-                return False
-            self.cache.put(TrialRecord.parse(created))
-            if state is None:
-                model.skip(number)
-            trial_owner = render.Owner(
-                kind="Trial", name=ident.name, uid=created["metadata"]["uid"]
-            )
-            job = await self._io(self.kube.create, self._job(spec, ident, params, trial_owner))
-            if job is not None:
-                self.cache.put(JobRecord.parse(job))
-            freed = self.freed.get(meta["uid"])
-            if freed:
-                metrics.TRIAL_CREATION.observe(time.monotonic() - freed.pop(0))
-            return True
+            trial = render.render_trial(ident, params, owner, source, state)
+            # The Job is owned by the Study (not the Trial, whose uid is not known before
+            # it exists), so both are created at once: one round trip on the critical
+            # path, not two. A Job whose Trial failed to appear is an orphan the next
+            # pass removes.
+            job = self._job(spec, ident, params, owner)
+            assumed = (TrialRecord.parse(_assumed(trial)), JobRecord.parse(_assumed(job)))
+            for record in assumed:
+                self.cache.put(record)
+            self._spawn(self._materialize(key, study, trial, job, assumed))
+        return False
 
+    async def _materialize(
+        self,
+        key: Key,
+        study: dict[str, Any],
+        trial: dict[str, Any],
+        job: dict[str, Any],
+        assumed: tuple[TrialRecord, JobRecord],
+    ) -> None:
+        uid = study["metadata"]["uid"]
         results = await asyncio.gather(
-            *(
-                one(action.first + i, params, state, source)
-                for i, ((_, params, state), source) in enumerate(zip(asked, sources, strict=True))
-            ),
+            self._io(self.kube.create, trial),
+            self._io(self.kube.create, job),
             return_exceptions=True,
         )
-        if not all(r is True for r in results):
-            # A Trial existed already (another operator?) or a create failed: the Optuna
-            # study now holds trials no Trial object backs. Rebuild it from the Trials.
-            self.forget(meta["uid"])
-            failure = next((r for r in results if isinstance(r, BaseException)), None)
-            if failure is not None:
-                raise failure
-        return True
+        created, made = results
+        if isinstance(made, dict):
+            self.cache.put(JobRecord.parse(made))
+        if isinstance(created, dict):
+            self.cache.put(TrialRecord.parse(created))
+            freed = self.freed.get(uid)
+            if freed:
+                metrics.TRIAL_CREATION.observe(time.monotonic() - freed.pop(0))
+            if not isinstance(made, BaseException):
+                return
+        # A create failed, or the Trial existed already (another operator?): the Optuna
+        # study holds a trial no Trial object backs. Forget the assumed objects and
+        # rebuild the study from the Trials.
+        for record in assumed:
+            self.cache.remove(record)
+        self.forget(uid)
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is None:
+            self.trigger(*key)
+            return
+        if _refusal(failure):
+            # The API server refuses a rendered Trial or Job (a field of the wrong type
+            # inside the free-form template, say): the spec must change, retrying won't help.
+            assert isinstance(failure, ApiException)
+            message = f"spec.trialTemplate: the API server refuses the trial: {api_error(failure)}"
+            await self._invalid(key, study, SpecError(message), datetime.now(UTC))
+            return
+        metrics.RECONCILE_ERRORS.inc()
+        log.warning("creating %s: %s; retrying", trial["metadata"]["name"], failure)
+        self._report_error(key, failure)
+        self.trigger_after(key, 1.0)
 
     async def _write_study(
         self,
@@ -678,8 +742,11 @@ class Reconciler:
         except Exception as e:
             log.warning("removing the Job of %s: %s; retrying", action.trial, e)
             self.trigger_after(key, 5.0)
+            return
         finally:
             self.deleting.discard((key, action.trial))
+        if action.orphan:
+            self.trigger(*key)  # the trial it blocked can be created now
 
     # -- Prometheus -------------------------------------------------------------------------
 
@@ -761,6 +828,12 @@ class Reconciler:
             news = True
         if news:
             self.trigger(*key)
+
+
+def _assumed(body: dict[str, Any]) -> dict[str, Any]:
+    """An object about to be created, as the cache holds it until the API server answers
+    (no uid yet, resourceVersion 0: any real version of it replaces it)."""
+    return {**body, "metadata": {**body["metadata"], "uid": "", "resourceVersion": "0"}}
 
 
 def _refusal(error: BaseException) -> bool:

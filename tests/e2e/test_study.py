@@ -77,7 +77,7 @@ def test_study_runs_to_success(
         assert f"--layers={params['layers']}" in args
         expected = f"--momentum={render_value(params.get('momentum'))}"
         assert expected in args, "an inactive conditional parameter renders empty"
-        assert job.metadata.owner_references[0].kind == "Trial"
+        assert job.metadata.owner_references[0].kind == "Study", "deleted with its Study"
         assert t["metadata"]["ownerReferences"][0]["kind"] == "Study"
         # Intermediate values came through (termination message and Prometheus).
         steps = [p["step"] for p in t["status"]["intermediate"]]

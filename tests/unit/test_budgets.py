@@ -64,7 +64,7 @@ def test_gpu_budget_stops_new_trials_by_the_running_average() -> None:
     assert done.status["budget"]["exhaustedBy"] == "gpuHours"
     assert done.status["budget"]["gpuHoursUsed"] == round(300 / 3600, 6)
     # With room for one more at the average, one more starts.
-    assert plan(s, [trial(0), trial(1)], {}, 1, ctx()).actions == [CreateTrials(1, first=2)]
+    assert plan(s, [trial(0), trial(1)], {}, 1, ctx()).actions == [CreateTrials(1, numbers=(2,))]
 
 
 def test_timeout_stops_running_trials_at_the_deadline() -> None:
@@ -93,7 +93,9 @@ def test_pruned_and_diverged_running_trials_are_stopped() -> None:
         )
         in p.actions
     )
-    assert CreateTrials(2, first=2) in p.actions, "their GPUs are free for the next trials at once"
+    assert CreateTrials(2, numbers=(2, 3)) in p.actions, (
+        "their GPUs are free for the next trials at once"
+    )
 
 
 def test_seed_repeats_after_the_search_and_the_mean_becomes_the_best() -> None:
@@ -104,7 +106,9 @@ def test_seed_repeats_after_the_search_and_the_mean_becomes_the_best() -> None:
         trial(2, value=0.8),
     ]
     p = plan(s, search, {}, 1, ctx())
-    assert p.actions == [CreateTrials(2, params={"lr": 0.1, "width": 32}, source="repeat", first=3)]
+    assert p.actions == [
+        CreateTrials(2, params={"lr": 0.1, "width": 32}, source="repeat", numbers=(3, 4))
+    ]
     assert p.status["phase"] == "Running"
     reps = [
         trial(3, value=0.85, source="repeat"),

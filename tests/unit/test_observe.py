@@ -174,3 +174,17 @@ def test_one_query_per_study_pairs_values_with_steps() -> None:
     assert pair_steps(result) == {"s-0": [(1, 0.5), (2, 0.6)]}, (
         "a value without its step is skipped"
     )
+
+
+def test_a_job_without_its_trial_is_an_orphan_that_goes_before_new_trials() -> None:
+    cache = Cache()
+    cache.put_study(study())
+    cache.put(trial(0))
+    cache.put(job(0, owner="S"))  # owned by the Study, as the operator makes them
+    cache.put(job(1, owner="S"))  # its Trial's create failed
+    snap = cache.snapshot(("ns", "s"))
+    assert snap is not None and list(snap.jobs) == ["s-0"] and snap.orphans == ("s-1",)
+    p = plan(SPEC, [], {}, 1, Context(now=NOW, created=NOW, orphans=snap.orphans))
+    assert p.actions == [DeleteJob("s-1", orphan=True)], (
+        "no trial is created until the orphan is gone"
+    )

@@ -43,7 +43,7 @@ def trial(
 
 def test_fresh_study_fills_parallelism() -> None:
     p = plan(spec(), [], {}, 1, CTX)
-    assert p.actions == [CreateTrials(2)]
+    assert p.actions == [CreateTrials(2, numbers=(0, 1))]
     assert p.status["phase"] == "Running"
     assert p.status["progress"] == "0/5"
 
@@ -51,7 +51,7 @@ def test_fresh_study_fills_parallelism() -> None:
 def test_never_more_than_parallelism_nor_max_trials() -> None:
     assert plan(spec(), [trial(0), trial(1)], {}, 1, CTX).actions == []
     p = plan(spec(), [trial(0, "Completed", 0.5), trial(1)], {}, 1, CTX)
-    assert p.actions == [CreateTrials(1, first=2)], "numbers are never reused"
+    assert p.actions == [CreateTrials(1, numbers=(2,))], "the next numbers"
     done = [trial(i, "Completed", 0.1) for i in range(4)] + [trial(4)]
     assert plan(spec(), done, {}, 1, CTX).actions == []
 
@@ -104,7 +104,7 @@ def test_invalid_spec_and_its_repair() -> None:
     assert cond["status"] == "True" and "low must be" in cond["message"]
     fixed = plan(spec(), [], bad.status, 2, CTX)
     assert fixed.status["phase"] == "Running"
-    assert fixed.actions == [CreateTrials(2)]
+    assert fixed.actions == [CreateTrials(2, numbers=(0, 1))]
 
 
 def test_raising_max_trials_resumes_a_finished_study() -> None:
@@ -113,7 +113,7 @@ def test_raising_max_trials_resumes_a_finished_study() -> None:
     assert done.status["phase"] == "Succeeded"
     more = plan(spec(maxTrials=8), trials, done.status, 2, CTX)
     assert more.status["phase"] == "Running"
-    assert more.actions == [CreateTrials(2, first=5)]
+    assert more.actions == [CreateTrials(2, numbers=(5, 6))]
     assert more.status["completionTime"] is None
     completed = next(c for c in more.status["conditions"] if c["type"] == "Completed")
     assert completed["status"] == "False" and completed["reason"] == "BudgetRaised"

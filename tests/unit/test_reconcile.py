@@ -14,8 +14,6 @@ import json
 from collections import Counter
 from typing import Any
 
-import pytest
-
 from kubetune import metrics, render
 from kubetune.cache import Cache, JobRecord, PodRecord, TrialRecord
 from kubetune.reconcile import Reconciler, Settings
@@ -129,13 +127,12 @@ class Harness:
 
     def run(self) -> None:
         async def passes() -> None:
-            # Like the work queue: passes until the reconciler asks for no more.
-            for _ in range(10):
-                again = await self.rec._pass(KEY)
-                while self.rec.tasks:  # background writes, cleanups and Events
-                    await asyncio.gather(*list(self.rec.tasks))
-                if not again:
-                    break
+            # Through the work queue, until the reconciler and its background work are idle.
+            self.rec.trigger(*KEY)
+            while self.rec.tasks:
+                await asyncio.gather(*list(self.rec.tasks))
+            for timer in self.rec.timers.values():
+                timer.cancel()
 
         asyncio.run(passes())
 
@@ -233,14 +230,14 @@ def test_a_job_of_a_recreated_study_is_not_adopted() -> None:
     assert snap is not None and snap.trials == [] and snap.jobs == {}
 
 
-def test_a_failed_create_fails_the_pass_and_the_model_is_rebuilt() -> None:
+def test_a_failed_create_is_retried_with_a_rebuilt_model() -> None:
     h = Harness(study())
     h.kube.fail_next = RuntimeError("apiserver hiccup")
-    with pytest.raises(RuntimeError):
-        asyncio.run(h.rec._pass(KEY))
-    assert "study-uid" not in h.rec.models, "the Optuna study is rebuilt from the Trials"
     h.run()
-    assert len(h.trials()) == 2
+    assert "study-uid" not in h.rec.models, "the Optuna study is rebuilt from the Trials"
+    assert len(h.trials()) + len(h.jobs()) == 3, "one of the four creates failed"
+    h.run()
+    assert sorted(h.trials()) == ["s-0", "s-1"] and sorted(h.jobs()) == ["s-0", "s-1"]
 
 
 def test_old_watch_events_do_not_overwrite_newer_writes() -> None:
@@ -266,22 +263,11 @@ def test_a_changed_sampler_applies_at_once() -> None:
     assert "s-2" in h.trials(), "the next trial comes from the new sampler"
 
 
-def test_a_failing_pass_is_counted_and_told_once_per_distinct_error() -> None:
-
+def test_a_failing_create_is_counted_and_told_once_per_distinct_error() -> None:
     h = Harness(study())
     before = metrics.RECONCILE_ERRORS._value.get()
-
-    async def failing_passes() -> None:
-        for _ in range(3):
-            h.kube.fail_next = RuntimeError("etcd is on fire")
-            h.rec.trigger(*KEY)
-            while h.rec.running:
-                await asyncio.sleep(0.01)
-        for task in list(h.rec.tasks):
-            await task
-        for timer in h.rec.timers.values():
-            timer.cancel()
-
-    asyncio.run(failing_passes())
+    for _ in range(3):
+        h.kube.fail_next = RuntimeError("etcd is on fire")
+        h.run()
     assert metrics.RECONCILE_ERRORS._value.get() - before == 3
     assert h.kube.requests["event ReconcileError"] == 1, "one Event per distinct error"
