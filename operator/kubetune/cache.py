@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from kubetune.lifecycle import JobObservation, PodObservation, TrialStatus
-from kubetune.render import LABEL_STUDY
+from kubetune.render import LABEL_STUDY, LABEL_TRIAL
 from kubetune.timestamps import parse_time
 
 Key = tuple[str, str]  # (namespace, Study name)
@@ -119,17 +119,20 @@ class PodRecord:
     study: str
     observation: PodObservation
     rv: int
+    trial: str = ""  # its Trial's name (label)
 
     @classmethod
     def parse(cls, obj: dict[str, Any]) -> PodRecord:
         meta = obj["metadata"]
+        labels = meta.get("labels") or {}
         return cls(
             namespace=meta["namespace"],
             uid=meta["uid"],
             owner_uid=_controller_uid(meta),
-            study=(meta.get("labels") or {}).get(LABEL_STUDY, ""),
+            study=labels.get(LABEL_STUDY, ""),
             observation=pod_observation(obj),
             rv=_rv(meta),
+            trial=labels.get(LABEL_TRIAL, ""),
         )
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from kubetune.spec import StudySpec
@@ -29,13 +30,16 @@ class Lanes:
         self.events = ThreadPoolExecutor(2, thread_name_prefix="events")
         self.fast = ThreadPoolExecutor(4, thread_name_prefix="sampler")
         self.slow = ThreadPoolExecutor(2, thread_name_prefix="sampler-slow")
-        self.background = ThreadPoolExecutor(1, thread_name_prefix="importance")
+        # Importance refits import scikit-learn and fit forests: seconds of Python that,
+        # in a thread, would hold the GIL the event loop and the I/O threads need.
+        # A process of its own (spawned lazily, not forked from this threaded one).
+        self.background = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
 
     def sampler(self, spec: StudySpec) -> ThreadPoolExecutor:
         slow = spec.sampler.name in SLOW_SAMPLERS
         return self.slow if slow else self.fast
 
-    async def run(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+    async def run(self, pool: Executor, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(pool, functools.partial(fn, *args))
 

@@ -181,7 +181,9 @@ def plan_trials(
         if significant(o.stored, new):
             ended = new.terminal and not o.stored.terminal
             writes.append(WriteTrialStatus(o.name, new, result=ended))
-            if ended:
+            if ended and new.phase != "Completed":
+                # A completed trial is routine (its Trial and the Study's status say it);
+                # an Event per trial would be one more write per trial at scale.
                 events.append(trial_event(o.name, new))
         live = tuple(p.name for p in o.pods if p.phase in ("Pending", "Running") and not p.deleting)
         views.append(

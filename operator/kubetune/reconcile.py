@@ -99,8 +99,17 @@ def _study_changed(current: dict[str, Any], new: dict[str, Any]) -> bool:
 
 
 def _urgent(current: dict[str, Any], new: dict[str, Any]) -> bool:
-    """A change users wait for (phase, conditions, best trial): written without delay."""
-    return any(current.get(k) != new.get(k) for k in ("phase", "conditions", "bestTrial"))
+    """A change users wait for (the phase, a condition's status or reason): written at
+    once. Counts, the best trial and condition messages follow within a second."""
+
+    def gist(status: dict[str, Any]) -> tuple[Any, list[tuple[Any, Any, Any]]]:
+        conditions = [
+            (c.get("type"), c.get("status"), c.get("reason"))
+            for c in status.get("conditions") or []
+        ]
+        return status.get("phase"), conditions
+
+    return gist(current) != gist(new)
 
 
 def observations(
@@ -136,11 +145,13 @@ class Reconciler:
         self.lanes = Lanes()
         self.models: dict[str, StudyModel] = {}  # by Study uid
         self.specs: dict[str, tuple[int, StudySpec]] = {}  # by Study uid: (generation, spec)
+        self.done: set[str] = set()  # Study uids whose last plan finished them
         self.importance: dict[str, dict[str, float]] = {}  # by Study uid: the latest fit
         self.importance_at: dict[str, float] = {}  # by Study uid: monotonic time of last fit
         self.validated: dict[str, int] = {}  # by Study uid: the generation whose template passed
         self.freed: dict[str, list[float]] = {}  # by Study uid: when trial slots freed
-        self.pods_ended: dict[Key, list[float]] = {}  # when the watch saw trial pods end
+        # When the watch saw each trial's pod end (by Trial name), for the turnover metric.
+        self.pods_ended: dict[Key, dict[str, float]] = {}
         self.status_wanted: dict[Key, tuple[dict[str, Any], dict[str, Any]]] = {}
         self.status_writing: set[Key] = set()  # Studies with a status write in flight
         self.trial_wanted: dict[tuple[Key, str], tuple[WriteTrialStatus, dict[str, Any]]] = {}
@@ -225,6 +236,7 @@ class Reconciler:
             table.pop(uid, None)
         self.validated.pop(uid, None)
         self.freed.pop(uid, None)
+        self.done.discard(uid)
 
     def forget_key(self, key: Key) -> None:
         for table in (self.status_at, self.polled_at, self.poll_clock):
@@ -275,7 +287,8 @@ class Reconciler:
         except SpecError as e:
             return await self._invalid(key, study, e, now)
         trials = plan_trials(spec, observations(snap, self.scraped.get(key, {})), gpus, now)
-        finished = status.get("phase") in FINISHED
+        # The cache may not show the final status yet (it is written in the background).
+        finished = status.get("phase") in FINISHED or uid in self.done
         model = self.models.get(uid)
         active = any(not v.status.terminal for v in trials.views)
         prune: frozenset[str] = frozenset()
@@ -321,10 +334,11 @@ class Reconciler:
         by_name = {v.name: v for v in trials.views}
         # The trial-creation metric counts from when the watch saw a trial's pod end
         # (or from now, for a stop) to the next Job created.
-        results = sum(w.result for w in trials.writes)
-        seen = self.pods_ended.pop(key, [])
-        freed = seen[:results] + [time.monotonic()] * (results - len(seen) + len(stopping))
-        self.freed.setdefault(uid, []).extend(sorted(freed))
+        ended = self.pods_ended.get(key, {})
+        freed = [ended.pop(w.trial) for w in trials.writes if w.result and w.trial in ended]
+        freed += [time.monotonic()] * len(stopping)
+        if freed:
+            self.freed.setdefault(uid, []).extend(sorted(freed))
         for write in trials.writes:
             if write.trial not in stopping:
                 self._queue_trial_write(key, write)
@@ -353,6 +367,10 @@ class Reconciler:
                 self._spawn(self._cleanup(key, action))
         await self._write_study(key, study, status, result)
         metrics.record_study(uid, result.status["phase"], result.status["trials"])
+        if result.status["phase"] in FINISHED:
+            self.done.add(uid)
+        else:
+            self.done.discard(uid)
         if result.status["phase"] in FINISHED and not any(
             not v.status.terminal for v in trials.views
         ):
@@ -668,7 +686,11 @@ class Reconciler:
             self.cache.put(TrialRecord.parse(created))
             freed = self.freed.get(uid)
             if freed:
-                metrics.TRIAL_CREATION.observe(time.monotonic() - freed.pop(0))
+                waited = time.monotonic() - freed.pop(0)
+                metrics.TRIAL_CREATION.observe(waited)
+                log.debug(
+                    "%s created %.1f ms after a slot freed", trial["metadata"]["name"], waited * 1e3
+                )
             if not isinstance(made, BaseException):
                 return
         # A create failed, or the Trial existed already (another operator?): the Optuna

@@ -99,8 +99,9 @@ class Watches:
         if isinstance(record, PodRecord) and record.observation.phase in ENDED:
             state = cache.studies.get(key)
             old = state.pods.get(record.uid) if state else None
-            if old is None or old.observation.phase not in ENDED:
-                self.reconciler.pods_ended.setdefault(key, []).append(time.monotonic())
+            if (old is None or old.observation.phase not in ENDED) and record.trial:
+                ended = self.reconciler.pods_ended.setdefault(key, {})
+                ended.setdefault(record.trial, time.monotonic())
         if event == "DELETED":
             cache.remove(record)
             changed = True

@@ -58,7 +58,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, create, delete]
-# Events on Studies (TrialCompleted, TrialFailed, StudySucceeded...).
+# Events on Studies (TrialFailed, TrialPruned, StudySucceeded...).
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]
