@@ -297,14 +297,31 @@ class Operator:
 
     def __init__(self, layout: Layout, info: ClusterInfo, namespaces: Sequence[str]) -> None:
         self.log = layout.logs / "operator-scale.log"
+        with contextlib.closing(__import__("socket").socket()) as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.metrics_port = int(sock.getsockname()[1])
         env = {
             **os.environ,
             "KUBECONFIG": str(layout.kubeconfig),
             "KUBETUNE_PROMETHEUS_URL": info.prometheus_url,
+            "KUBETUNE_OPERATOR_METRICS_PORT": str(self.metrics_port),
+            "POD_IP": "127.0.0.1",
         }
         argv = [sys.executable, "-m", "kubetune", *(f"--namespace={ns}" for ns in namespaces)]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def own_requests(self) -> dict[str, float]:
+        """The operator's own API requests (kubetune_api_requests_total), by verb+resource."""
+        try:
+            text = requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+        except requests.RequestException:
+            return {}
+        out: dict[str, float] = {}
+        for m in re.finditer(r"^kubetune_api_requests_total\{([^}]*)\} (\S+)$", text, re.M):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+            out[f"{labels.get('verb')} {labels.get('resource')}"] = float(m.group(2))
+        return out
 
     def stop(self) -> int | None:
         if self.proc.poll() is None:
@@ -504,6 +521,7 @@ def run_size(handle: ClusterHandle, size: Size, args: argparse.Namespace) -> dic
         trials = check_trials(custom, namespaces, size)
     finally:
         procs = sampler.stop()
+        own = op.own_requests()
         exit_code = op.stop()
         parallelism = {
             f"{namespaces[i % len(namespaces)]}/s{i:04d}": size.parallelism
@@ -564,6 +582,11 @@ def run_size(handle: ClusterHandle, size: Size, args: argparse.Namespace) -> dic
         "operator": procs.pop("operator"),
         "components": procs,
         "apiserver_requests": request_deltas(requests_before, requests_after, trials["recorded"]),
+        # What the operator itself sent (its kubetune_api_requests_total), per trial.
+        "operator_requests_per_trial": {
+            "total": round(sum(own.values()) / max(1, trials["recorded"]), 2),
+            **{k: round(v / max(1, trials["recorded"]), 3) for k, v in sorted(own.items())},
+        },
         "turnover": {
             "pooled": turnover.get("pooled"),
             "per_study_p50": _summary(study_p50),
