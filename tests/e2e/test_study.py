@@ -305,3 +305,32 @@ def test_search_space_objective_and_template_are_immutable(
         result = patch(body)
         assert result.returncode != 0 and words in result.stderr, result.stderr
     assert patch('{"spec":{"budget":{"maxTrials":3,"parallelism":1}}}').returncode == 0
+
+
+def test_without_prometheus_trials_complete_and_the_study_says_pruning_is_paused(
+    cluster: Cluster, namespace: str, crds: None, studies: Studies
+) -> None:
+    op = Operator(cluster, namespace)
+    op.env["KUBETUNE_PROMETHEUS_URL"] = "http://127.0.0.1:9"  # nothing listens there
+    op.start()
+    try:
+        slow = QUICK_TRIAL.replace("time.sleep(0.3)", "time.sleep(2)")
+        study = script_study("blind", slow, max_trials=3, parallelism=1)
+        study["spec"]["pruner"] = {"name": "median"}
+        assert studies.apply(study).returncode == 0
+
+        def paused() -> tuple[bool, Any]:
+            conds = {
+                c["type"]: c
+                for c in (studies.get("blind").get("status") or {}).get("conditions") or []
+            }
+            metrics = conds.get("MetricsAvailable") or {}
+            return metrics.get("status") == "False", metrics
+
+        condition = wait_for(paused, 60, "the MetricsAvailable condition to say False")
+        assert "pruning and intermediate curves are paused" in condition["message"]
+        status = studies.wait_phase("blind", "Succeeded", "Failed")
+        assert status["phase"] == "Succeeded", op.log_tail()
+        assert status["trials"]["completed"] == 3, "termination messages carry the results"
+    finally:
+        op.stop()
