@@ -47,6 +47,7 @@ from kubetune.plan import (
     invalid,
     plan,
     plan_trials,
+    significant,
 )
 from kubetune.space import grid_size
 from kubetune.spec import SpecError, StudySpec, check_values, parse
@@ -155,7 +156,7 @@ class Reconciler:
         self.status_wanted: dict[Key, tuple[dict[str, Any], dict[str, Any]]] = {}
         self.status_writing: set[Key] = set()  # Studies with a status write in flight
         self.trial_wanted: dict[tuple[Key, str], tuple[WriteTrialStatus, dict[str, Any]]] = {}
-        self.trial_inflight: dict[tuple[Key, str], dict[str, Any]] = {}
+        self.trial_inflight: dict[tuple[Key, str], tuple[WriteTrialStatus, dict[str, Any]]] = {}
         self.deleting: set[tuple[Key, str]] = set()  # trials whose Job is being removed
         self.status_at: dict[Key, float] = {}  # monotonic time of the last Study status write
         self.scraped: dict[Key, dict[str, list[tuple[int, float]]]] = {}  # new values by trial
@@ -362,7 +363,11 @@ class Reconciler:
         # Off the critical path: a pass ends here, so the next trial's pod ending never
         # waits behind a cleanup or a status write of this one.
         for action in result.actions:
-            if isinstance(action, DeleteJob) and (key, action.trial) not in self.deleting:
+            if (
+                isinstance(action, DeleteJob)
+                and (key, action.trial) not in self.deleting
+                and not self._job_going(key, action.trial)
+            ):
                 self.deleting.add((key, action.trial))
                 self._spawn(self._cleanup(key, action))
         await self._write_study(key, study, status, result)
@@ -559,8 +564,11 @@ class Reconciler:
         """
         slot = (key, write.trial)
         body = write.status.to_k8s()
-        if self.trial_inflight.get(slot) == body:
-            return
+        # Until the write lands, each pass derives this status again, its GPU-seconds a
+        # little higher: only news is queued behind the write in flight.
+        for pending in (self.trial_inflight.get(slot), self.trial_wanted.get(slot)):
+            if pending is not None and not significant(pending[0].status, write.status):
+                return
         self.trial_wanted[slot] = (write, body)
         if slot not in self.trial_inflight:
             self._spawn(self._trial_writer(slot))
@@ -570,7 +578,7 @@ class Reconciler:
         try:
             while slot in self.trial_wanted:
                 write, body = self.trial_wanted.pop(slot)
-                self.trial_inflight[slot] = body
+                self.trial_inflight[slot] = (write, body)
                 try:
                     await self._write_trial(key, write)
                 except Exception as e:
@@ -757,6 +765,12 @@ class Reconciler:
                     self.cache.put_study(stored)
         finally:
             self.status_writing.discard(key)
+
+    def _job_going(self, key: Key, name: str) -> bool:
+        """The Job is being deleted already (its deletion seen by the watch)."""
+        state = self.cache.studies.get(key)
+        job = state.jobs.get(name) if state else None
+        return job is not None and job.deleting
 
     async def _cleanup(self, key: Key, action: DeleteJob) -> None:
         try:

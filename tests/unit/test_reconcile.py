@@ -232,12 +232,14 @@ def test_a_job_of_a_recreated_study_is_not_adopted() -> None:
 
 def test_a_failed_create_is_retried_with_a_rebuilt_model() -> None:
     h = Harness(study())
+    before = metrics.RECONCILE_ERRORS._value.get()
     h.kube.fail_next = RuntimeError("apiserver hiccup")
     h.run()
-    assert "study-uid" not in h.rec.models, "the Optuna study is rebuilt from the Trials"
-    assert len(h.trials()) + len(h.jobs()) == 3, "one of the four creates failed"
+    assert metrics.RECONCILE_ERRORS._value.get() == before + 1
     h.run()
     assert sorted(h.trials()) == ["s-0", "s-1"] and sorted(h.jobs()) == ["s-0", "s-1"]
+    numbers = sorted(t["spec"]["number"] for t in h.trials().values())
+    assert numbers == [0, 1], "no number skipped by the failed create"
 
 
 def test_old_watch_events_do_not_overwrite_newer_writes() -> None:
