@@ -18,7 +18,10 @@ ASK = Histogram(
     buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10),
 )
 PROMETHEUS_ERRORS = Counter("kubetune_prometheus_query_errors_total", "Failed Prometheus queries")
-RECONCILE_ERRORS = Counter("kubetune_reconcile_errors_total", "Reconcile passes that failed")
+RECONCILE_ERRORS = Counter(
+    "kubetune_reconcile_errors_total",
+    "Failed reconcile work: passes, and the API writes made beside them (each retried)",
+)
 RECONCILE = Histogram(
     "kubetune_reconcile_seconds",
     "Duration of one reconcile pass",

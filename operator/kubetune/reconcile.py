@@ -718,7 +718,7 @@ class Reconciler:
             message = f"spec.trialTemplate: the API server refuses the trial: {api_error(failure)}"
             await self._invalid(key, study, SpecError(message), datetime.now(UTC))
             return
-        metrics.RECONCILE_ERRORS.inc()
+        metrics.RECONCILE_ERRORS.inc(sum(isinstance(r, BaseException) for r in results))
         log.warning("creating %s: %s; retrying", trial["metadata"]["name"], failure)
         self._report_error(key, failure)
         self.trigger_after(key, 1.0)

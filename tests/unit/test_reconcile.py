@@ -30,6 +30,7 @@ class FakeKube:
         self.requests: Counter[str] = Counter()
         self.rv = itertools.count(100)
         self.fail_next: Exception | None = None
+        self.failures = 0  # the next this many creates fail
 
     def _stamp(self, obj: dict[str, Any]) -> dict[str, Any]:
         obj["metadata"]["resourceVersion"] = str(next(self.rv))
@@ -40,6 +41,9 @@ class FakeKube:
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("etcd is on fire")
         key = (body["kind"], body["metadata"]["name"])
         if key in self.objects:
             return None
@@ -265,11 +269,12 @@ def test_a_changed_sampler_applies_at_once() -> None:
     assert "s-2" in h.trials(), "the next trial comes from the new sampler"
 
 
-def test_a_failing_create_is_counted_and_told_once_per_distinct_error() -> None:
+def test_failing_creates_are_counted_and_told_once_per_distinct_error() -> None:
     h = Harness(study())
     before = metrics.RECONCILE_ERRORS._value.get()
-    for _ in range(3):
-        h.kube.fail_next = RuntimeError("etcd is on fire")
+    h.kube.failures = 3
+    for _ in range(6):  # each run retries what failed (the retry timer is not waited for)
         h.run()
     assert metrics.RECONCILE_ERRORS._value.get() - before == 3
     assert h.kube.requests["event ReconcileError"] == 1, "one Event per distinct error"
+    assert sorted(h.trials()) == ["s-0", "s-1"] and sorted(h.jobs()) == ["s-0", "s-1"]
