@@ -269,7 +269,9 @@ class Cache:
         if old is not None and old.rv >= record.rv > 0 and old.uid == record.uid:
             return False
         table[ident] = record
-        return True
+        # A new version that changes nothing a pass looks at (the Job controller's
+        # counters, a pod's conditions, the echo of our own write) is stored, not news.
+        return old is None or _gist(old) != _gist(record)
 
     def remove(self, record: Record) -> None:
         key = (record.namespace, record.study)
@@ -348,6 +350,15 @@ class Cache:
             "jobs": sum(len(s.jobs) for s in self.studies.values()),
             "pods": sum(len(s.pods) for s in self.studies.values()),
         }
+
+
+def _gist(record: Record) -> Any:
+    """What a reconcile pass reads of a record."""
+    if isinstance(record, TrialRecord):
+        return (record.uid, record.status, record.params, record.sampler_state)
+    if isinstance(record, JobRecord):
+        return (record.uid, record.observation, record.deleting)
+    return (record.uid, record.observation)
 
 
 def _creation_order(pod: PodObservation) -> tuple[float, str]:

@@ -168,6 +168,23 @@ def plan_trials(
     objectives = [o.metric for o in spec.all_objectives]
     views, writes, events = [], [], []
     for o in observed:
+        if o.stored.terminal and not o.pods and not o.job.exists and not o.scraped:
+            # Recorded and cleaned up: nothing can change (terminal phases are sticky),
+            # so a long Study's finished trials cost a pass next to nothing.
+            views.append(
+                TrialView(
+                    o.name,
+                    o.uid,
+                    o.number,
+                    o.params,
+                    o.stored,
+                    False,
+                    o.source,
+                    recorded=True,
+                    sampler_state=o.sampler_state,
+                )
+            )
+            continue
         new = lifecycle.observe(
             o.stored,
             job_name=o.name,
