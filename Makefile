@@ -83,12 +83,16 @@ chart-crds: ## copy crds/ into the chart (a test checks they match)
 bench: python-deps ## benchmarks (JSON under bench/results/)
 	$(PY) bench/trainer_throughput.py
 
-bench-scale: python-deps binaries ## many Studies on KWOK's simulated GPU nodes (ARGS="--steps 5x20,25x20")
-	PYTHONPATH=hack $(PY) bench/scale.py $(ARGS)
+# The benchmarks run their own local clusters (in .localcluster-bench), so a test session's
+# cluster is never restarted under it. Run them on an otherwise quiet machine.
+BENCH_CLUSTER := LOCALCLUSTER_DIR=$(CURDIR)/.localcluster-bench
+
+bench-scale: setup ## many Studies on KWOK's simulated GPU nodes (bench/results/scale-*.json)
+	$(BENCH_CLUSTER) PYTHONPATH=hack $(PY) bench/scale.py $(or $(ARGS),--steps 5x20,25x20,100x20 --trials 40 --duration 60s --sampler tpe)
 
 .PHONY: bench-loop
 bench-loop: setup ## trial turnover on the local cluster vs in-process Optuna (bench/results/loop.json)
-	$(PY) bench/loop.py
+	$(BENCH_CLUSTER) $(PY) bench/loop.py $(ARGS)
 
 clean: cluster-down ## stop the cluster and remove its state
-	rm -rf .localcluster
+	rm -rf .localcluster .localcluster-bench
