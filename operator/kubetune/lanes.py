@@ -25,6 +25,9 @@ SLOW_SAMPLERS = frozenset({"gp"})
 
 class Lanes:
     def __init__(self, io_workers: int = 16) -> None:
+        # Creating the next trials never queues behind the background writes (results,
+        # Study status, Job removals), which a wave of trials ending at once makes many.
+        self.critical = ThreadPoolExecutor(8, thread_name_prefix="kube-create")
         self.io = ThreadPoolExecutor(io_workers, thread_name_prefix="kube")
         self.prometheus = ThreadPoolExecutor(4, thread_name_prefix="prometheus")
         self.events = ThreadPoolExecutor(2, thread_name_prefix="events")
@@ -44,5 +47,6 @@ class Lanes:
         return await loop.run_in_executor(pool, functools.partial(fn, *args))
 
     def shutdown(self) -> None:
-        for pool in (self.io, self.prometheus, self.events, self.fast, self.slow, self.background):
+        pools: tuple[Executor, ...] = (self.critical, self.io, self.prometheus, self.events)
+        for pool in (*pools, self.fast, self.slow, self.background):
             pool.shutdown(wait=False, cancel_futures=True)

@@ -682,9 +682,10 @@ class Reconciler:
         assumed: tuple[TrialRecord, JobRecord],
     ) -> None:
         uid = study["metadata"]["uid"]
+        critical = self.lanes.critical
         results = await asyncio.gather(
-            self._io(self.kube.create, trial),
-            self._io(self.kube.create, job),
+            self.lanes.run(critical, self.kube.create, trial),
+            self.lanes.run(critical, self.kube.create, job),
             return_exceptions=True,
         )
         created, made = results
