@@ -93,15 +93,28 @@ class Size:
 # -- the Study ----------------------------------------------------------------------------
 
 
-def study(name: str, size: Size, duration: str, sampler: str, seed: int) -> dict[str, Any]:
-    """One benchmark Study: one float parameter, trials that KWOK plays for `duration`."""
+def study(
+    name: str, size: Size, duration: str, sampler: str, seed: int, jitter: float = 0.0
+) -> dict[str, Any]:
+    """One benchmark Study: one float parameter, trials that KWOK plays for `duration`.
+
+    With `jitter`, each trial's duration is drawn from +-jitter around it (a categorical
+    parameter the score ignores): real trials do not all take the same time, and with
+    identical durations every wave of trials ends in the same second.
+    """
+    parameters: list[dict[str, Any]] = [{"name": "x", "float": {"low": 0.0, "high": 1.0}}]
+    if jitter > 0:
+        base = _seconds(duration)
+        choices = sorted({round(base * (1 - jitter + 2 * jitter * i / 8)) for i in range(9)})
+        parameters.append({"name": "seconds", "categorical": {"choices": choices}})
+        duration = "${params.seconds}s"
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Study",
         "metadata": {"name": name},
         "spec": {
             "objective": {"metric": "score", "direction": "maximize"},
-            "parameters": [{"name": "x", "float": {"low": 0.0, "high": 1.0}}],
+            "parameters": parameters,
             "sampler": {"name": sampler, "seed": seed},
             "budget": {"maxTrials": size.trials, "parallelism": size.parallelism},
             "trialTemplate": {
@@ -512,7 +525,7 @@ def run_size(handle: ClusterHandle, size: Size, args: argparse.Namespace) -> dic
     try:
         for i in range(size.studies):
             ns = namespaces[i % len(namespaces)]
-            body = study(f"s{i:04d}", size, args.duration, args.sampler, args.seed + i)
+            body = study(f"s{i:04d}", size, args.duration, args.sampler, args.seed + i, args.jitter)
             custom.create_namespaced_custom_object(GROUP, VERSION, ns, "studies", body)
         log(f"created {size.studies} Studies in {time.monotonic() - t0:.1f}s")
         waited = wait_studies(custom, namespaces, size, op, t0 + args.time_limit)
@@ -550,6 +563,7 @@ def run_size(handle: ClusterHandle, size: Size, args: argparse.Namespace) -> dic
             "concurrent": size.concurrent,
             "total_trials": size.total,
             "duration": args.duration,
+            "duration_jitter": args.jitter,
             "sampler": args.sampler,
             "namespaces": len(namespaces),
             "operator_scope": "cluster" if args.cluster_wide else "namespaces",
@@ -657,6 +671,12 @@ def main() -> int:
     parser.add_argument("--parallelism", type=int, default=20)
     parser.add_argument("--trials", type=int, default=100, help="maxTrials of each Study")
     parser.add_argument("--duration", default="30s", help="each trial's run time (Go duration)")
+    parser.add_argument(
+        "--jitter",
+        type=float,
+        default=0.25,
+        help="trial durations vary by +-this fraction (0: all the same)",
+    )
     parser.add_argument("--sampler", choices=["random", "tpe"], default="random")
     parser.add_argument("--seed", type=int, default=1, help="Study i gets seed+i")
     parser.add_argument(
