@@ -37,6 +37,8 @@ class Lanes:
         # in a thread, would hold the GIL the event loop and the I/O threads need.
         # A process of its own (spawned lazily, not forked from this threaded one).
         self.background = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        # GP proposals likewise (sampling.propose): a fit is up to seconds of CPU.
+        self.remote = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
 
     def sampler(self, spec: StudySpec) -> ThreadPoolExecutor:
         slow = spec.sampler.name in SLOW_SAMPLERS
@@ -48,5 +50,5 @@ class Lanes:
 
     def shutdown(self) -> None:
         pools: tuple[Executor, ...] = (self.critical, self.io, self.prometheus, self.events)
-        for pool in (*pools, self.fast, self.slow, self.background):
+        for pool in (*pools, self.fast, self.slow, self.background, self.remote):
             pool.shutdown(wait=False, cancel_futures=True)

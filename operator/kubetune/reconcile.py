@@ -28,7 +28,13 @@ from kubernetes.client.exceptions import ApiException
 from kubetune import metrics, render
 from kubetune.adapters.kube import Kube, api_error
 from kubetune.adapters.prom import Prometheus, PrometheusError
-from kubetune.adapters.sampling import StudyModel, directions, importance
+from kubetune.adapters.sampling import (
+    REMOTE_SAMPLERS,
+    StudyModel,
+    directions,
+    importance,
+    propose,
+)
 from kubetune.cache import Cache, JobRecord, Key, Snapshot, TrialRecord
 from kubetune.lanes import Lanes
 from kubetune.lifecycle import JobObservation, stopped
@@ -644,6 +650,19 @@ class Reconciler:
             sources = [action.source] * action.count
             for number in action.numbers:
                 model.skip(number)
+        elif spec.sampler.name in REMOTE_SAMPLERS and not action.fixed:
+            trials, attrs, warm = await self.lanes.run(
+                self.lanes.sampler(spec), model.proposal_context
+            )
+            numbers = list(action.numbers)
+            proposals = await self.lanes.run(
+                self.lanes.remote, propose, study.get("spec") or {}, trials, attrs, warm, numbers
+            )
+            await self.lanes.run(
+                self.lanes.sampler(spec), model.adopt_proposals, numbers, proposals
+            )
+            asked = [(params, state) for params, state in proposals]
+            sources = ["sampler"] * action.count
         else:
 
             def ask() -> list[tuple[dict[str, Any], dict[str, Any] | None]]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from kubetune.adapters.sampling import StudyModel
+from kubetune.adapters.sampling import StudyModel, propose
 from kubetune.lifecycle import TrialStatus
 from kubetune.plan import TrialView
 from kubetune.spec import StudySpec, parse
@@ -119,3 +119,25 @@ def test_restarts_do_not_change_what_a_seeded_study_proposes(sampler: str) -> No
     restarted = run(spec, trials, {1, 3.5, 5, 6.5, 9, 10.5})
     assert restarted == plain
     assert len({str(p) for p in plain}) > 3, "the study explored (the test can fail)"
+
+
+def test_a_proposal_from_another_process_is_what_the_study_would_propose() -> None:
+    """GP proposes in a process of its own (sampling.propose): same trials, same answer."""
+    spec = study_spec("gp")
+    spec_doc = spec.model_dump(by_alias=True, exclude_none=True)
+    local, remote = StudyModel(spec), StudyModel(spec)
+    views: list[TrialView] = []
+    for n in range(7):
+        ((trial, params),) = local.ask(1)
+        local.adopt(n, trial)
+        trials, attrs, warm = remote.proposal_context()
+        ((remote_params, state),) = propose(spec_doc, trials, attrs, warm, [n])
+        remote.adopt_proposals([n], [(remote_params, state)])
+        assert remote_params == params, f"trial {n}"
+        assert state.get("trial") == local.sampler_state(n).get("trial"), "what the Trial keeps"
+        values = objective(params)
+        views.append(
+            TrialView(f"s-{n}", "u", n, params, TrialStatus("Completed", value=values[0]), True)
+        )
+        local.sync(views)
+        remote.sync(views)

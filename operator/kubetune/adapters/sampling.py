@@ -216,6 +216,41 @@ def make_pruner(
 
 
 _MISSING = object()
+# Samplers that take seconds of CPU per ask: they propose in a process of their own.
+REMOTE_SAMPLERS = frozenset({"gp"})
+
+
+def propose(
+    spec_doc: dict[str, Any],
+    trials: Sequence[optuna.trial.FrozenTrial],
+    study_attrs: dict[str, Any],
+    warm: int,
+    numbers: Sequence[int],
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Run in a sampler process: the study as `trials` say it is, asked once per number.
+
+    The same trials, study attributes and per-trial seeding give what the operator's
+    own study would have proposed (the GP sampler keeps no other state), while its
+    fit runs on another core and never holds the operator's GIL.
+    """
+    from kubetune.spec import parse  # noqa: PLC0415 - the process imports only what it needs
+
+    model = StudyModel(parse(spec_doc))
+    storage, study_id = model.study._storage, model.study._study_id
+    for key, value in study_attrs.items():
+        storage.set_study_system_attr(study_id, key, value)
+    model.study_attrs = dict(study_attrs)
+    for frozen in trials:
+        storage.create_new_trial(study_id, template_trial=frozen)
+    model.warm = warm
+    sampler = model.study.sampler
+    if isinstance(sampler, PhasedSampler):
+        sampler.switch += warm
+    out = []
+    for number, (trial, params) in zip(numbers, model.ask(len(numbers)), strict=True):
+        model.live[number] = trial
+        out.append((params, model.sampler_state(number)))
+    return out
 
 
 def reseed(sampler: Any, seed: int, number: int) -> None:
@@ -429,6 +464,32 @@ class StudyModel:
                 trial = self.study.ask()
                 out.append((trial, space.sample(trial, self.spec.parameters)))
         return out
+
+    def proposal_context(self) -> tuple[list[optuna.trial.FrozenTrial], dict[str, Any], int]:
+        """What `propose` needs to stand in for this study in another process."""
+        return self.study.get_trials(deepcopy=True), dict(self.study_attrs), self.warm
+
+    def adopt_proposals(
+        self, numbers: Sequence[int], proposals: Sequence[tuple[dict[str, Any], dict[str, Any]]]
+    ) -> None:
+        """Record trials another process proposed (see `propose`) without asking the
+        sampler here: every parameter is fixed, so a stand-in sampler samples nothing."""
+        real = self.study.sampler
+        self.study.sampler = optuna.samplers.RandomSampler()
+        storage = self.study._storage
+        try:
+            for number, (params, state) in zip(numbers, proposals, strict=True):
+                self.study.enqueue_trial(params, skip_if_exists=False)
+                trial = self.study.ask()
+                space.sample(trial, self.spec.parameters)
+                for key, value in (state.get("trial") or {}).items():
+                    storage.set_trial_system_attr(trial._trial_id, key, value)
+                for key, value in (state.get("study") or {}).items():
+                    storage.set_study_system_attr(self.study._study_id, key, value)
+                    self.study_attrs[key] = value
+                self.adopt(number, trial)
+        finally:
+            self.study.sampler = real
 
     def sampler_state(self, number: int) -> dict[str, Any]:
         """What the sampler wrote while asking trial `number`, to keep in its Trial object:
