@@ -153,6 +153,7 @@ class Reconciler:
         self.models: dict[str, StudyModel] = {}  # by Study uid
         self.specs: dict[str, tuple[int, StudySpec]] = {}  # by Study uid: (generation, spec)
         self.done: set[str] = set()  # Study uids whose last plan finished them
+        self.status_memo: dict[str, dict[str, Any]] = {}  # by Study uid: the status last queued
         self.importance: dict[str, dict[str, float]] = {}  # by Study uid: the latest fit
         self.importance_at: dict[str, float] = {}  # by Study uid: monotonic time of last fit
         self.validated: dict[str, int] = {}  # by Study uid: the generation whose template passed
@@ -241,6 +242,7 @@ class Reconciler:
     def forget(self, uid: str) -> None:
         for table in (self.models, self.specs, self.importance, self.importance_at):
             table.pop(uid, None)
+        self.status_memo.pop(uid, None)
         self.validated.pop(uid, None)
         self.freed.pop(uid, None)
         self.done.discard(uid)
@@ -285,7 +287,9 @@ class Reconciler:
         meta = study["metadata"]
         uid = meta["uid"]
         generation = int(meta.get("generation") or 0)
-        status = study.get("status") or {}
+        # The status this operator last decided (its write may still be in flight): planning
+        # from the cache's older copy could write an older status over the newer one.
+        status = self.status_memo.get(uid) or study.get("status") or {}
         now = datetime.now(UTC)
         try:
             spec = self._spec(study)
@@ -409,7 +413,7 @@ class Reconciler:
     ) -> bool:
         """Report a spec error as the Invalid condition; nothing else happens."""
         meta = study["metadata"]
-        status = study.get("status") or {}
+        status = self.status_memo.get(meta["uid"]) or study.get("status") or {}
         self.forget(meta["uid"])
         result = invalid(status, str(error), int(meta.get("generation") or 0), now)
         for event in result.events:
@@ -726,7 +730,7 @@ class Reconciler:
         # rebuild the study from the Trials.
         for record in assumed:
             self.cache.remove(record)
-        self.forget(uid)
+        self.models.pop(uid, None)
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is None:
             self.trigger(*key)
@@ -759,6 +763,7 @@ class Reconciler:
             self.trigger_after(key, wait)  # write the latest status then
             return
         self.status_at[key] = clock
+        self.status_memo[study["metadata"]["uid"]] = result.status
         wanted = key not in self.status_wanted
         self.status_wanted[key] = (study, result.status)
         if wanted and key not in self.status_writing:
@@ -778,6 +783,7 @@ class Reconciler:
                 except Exception as e:
                     metrics.RECONCILE_ERRORS.inc()
                     log.warning("status of study %s/%s: %s; retrying", *key, e)
+                    self.status_memo.pop(meta["uid"], None)  # not written: decide it again
                     self._report_error(key, e)
                     self.trigger_after(key, 5.0)
                     return
