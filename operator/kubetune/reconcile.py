@@ -162,6 +162,7 @@ class Reconciler:
         self.pods_ended: dict[Key, dict[str, float]] = {}
         self.status_wanted: dict[Key, tuple[dict[str, Any], dict[str, Any]]] = {}
         self.status_writing: set[Key] = set()  # Studies with a status write in flight
+        self.status_written: dict[Key, dict[str, Any]] = {}  # the status last written
         self.trial_wanted: dict[tuple[Key, str], tuple[WriteTrialStatus, dict[str, Any]]] = {}
         self.trial_inflight: dict[tuple[Key, str], tuple[WriteTrialStatus, dict[str, Any]]] = {}
         self.deleting: set[tuple[Key, str]] = set()  # trials whose Job is being removed
@@ -250,6 +251,7 @@ class Reconciler:
     def forget_key(self, key: Key) -> None:
         for table in (self.status_at, self.polled_at, self.poll_clock):
             table.pop(key, None)
+        self.status_written.pop(key, None)
         self.pods_ended.pop(key, None)
         self.scraped.pop(key, None)
         self.metrics_error.pop(key, None)
@@ -776,10 +778,16 @@ class Reconciler:
             while key in self.status_wanted:
                 study, status = self.status_wanted.pop(key)
                 meta = study["metadata"]
+                # A merge patch only removes what it sets to null: a best trial whose
+                # params lack a conditional parameter would keep the previous one's.
+                cached = self.cache.study(key) or {}
+                old = _union(cached.get("status") or {}, self.status_written.get(key) or {})
+                patch = _with_removals(old, status)
                 try:
                     stored = await self._io(
-                        self.kube.patch_status, "Study", meta["namespace"], meta["name"], status
+                        self.kube.patch_status, "Study", meta["namespace"], meta["name"], patch
                     )
+                    self.status_written[key] = status
                 except Exception as e:
                     metrics.RECONCILE_ERRORS.inc()
                     log.warning("status of study %s/%s: %s; retrying", *key, e)
@@ -890,6 +898,25 @@ class Reconciler:
             news = True
         if news:
             self.trigger(*key)
+
+
+def _union(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Every key of either (values of `b` win; nested dicts merged)."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _union(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _with_removals(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch from `old` to `new`: keys `new` lacks become null."""
+    out = dict(new)
+    for k, v in old.items():
+        if k not in new:
+            out[k] = None
+        elif isinstance(v, dict) and isinstance(new[k], dict):
+            out[k] = _with_removals(v, new[k])
+    return out
 
 
 def _assumed(body: dict[str, Any]) -> dict[str, Any]:

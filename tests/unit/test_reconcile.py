@@ -16,7 +16,7 @@ from typing import Any
 
 from kubetune import metrics, render
 from kubetune.cache import Cache, JobRecord, PodRecord, TrialRecord
-from kubetune.reconcile import Reconciler, Settings
+from kubetune.reconcile import Reconciler, Settings, _with_removals
 
 NS, NAME = "team-a", "s"
 KEY = (NS, NAME)
@@ -278,3 +278,12 @@ def test_failing_creates_are_counted_and_told_once_per_distinct_error() -> None:
     assert metrics.RECONCILE_ERRORS._value.get() - before == 3
     assert h.kube.requests["event ReconcileError"] == 1, "one Event per distinct error"
     assert sorted(h.trials()) == ["s-0", "s-1"] and sorted(h.jobs()) == ["s-0", "s-1"]
+
+
+def test_a_new_best_trial_without_a_conditional_parameter_loses_the_old_ones() -> None:
+    old = {"bestTrial": {"params": {"opt": "sgd", "momentum": 0.9}}, "budget": {"exhaustedBy": "x"}}
+    new = {"bestTrial": {"params": {"opt": "adam"}}, "budget": {}}
+    assert _with_removals(old, new) == {
+        "bestTrial": {"params": {"opt": "adam", "momentum": None}},
+        "budget": {"exhaustedBy": None},
+    }
