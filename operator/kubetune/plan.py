@@ -72,6 +72,9 @@ class CreateTrials:
     fixed: tuple[dict[str, Any], ...] = ()
 
 
+Event = tuple[str, str, str]  # (type, reason, message)
+
+
 @dataclass(frozen=True)
 class WriteTrialStatus:
     """Record a trial's new status; `result` marks the end of a trial (critical path)."""
@@ -79,6 +82,7 @@ class WriteTrialStatus:
     trial: str
     status: TrialStatus
     result: bool = False
+    event: Event | None = None  # to post once the write is under way (not per pass)
 
 
 @dataclass(frozen=True)
@@ -122,9 +126,6 @@ class Context:
     # Prometheus: None when not configured, "" when answering, else the error.
     metrics_error: str | None = None
     orphans: tuple[str, ...] = ()  # the Study's Jobs whose Trial was never created
-
-
-Event = tuple[str, str, str]  # (type, reason, message)
 
 
 @dataclass
@@ -197,11 +198,12 @@ def plan_trials(
         )
         if significant(o.stored, new):
             ended = new.terminal and not o.stored.terminal
-            writes.append(WriteTrialStatus(o.name, new, result=ended))
-            if ended and new.phase != "Completed":
-                # A completed trial is routine (its Trial and the Study's status say it);
-                # an Event per trial would be one more write per trial at scale.
-                events.append(trial_event(o.name, new))
+            # A completed trial is routine (its Trial and the Study's status say it); an
+            # Event per trial would be one more write per trial at scale.
+            event = trial_event(o.name, new) if ended and new.phase != "Completed" else None
+            writes.append(WriteTrialStatus(o.name, new, result=ended, event=event))
+            if event is not None:
+                events.append(event)
         live = tuple(p.name for p in o.pods if p.phase in ("Pending", "Running") and not p.deleting)
         views.append(
             TrialView(

@@ -353,8 +353,8 @@ class Reconciler:
         if freed:
             self.freed.setdefault(uid, []).extend(sorted(freed))
         for write in trials.writes:
-            if write.trial not in stopping:
-                self._queue_trial_write(key, write)
+            if write.trial not in stopping and self._queue_trial_write(key, write) and write.event:
+                self._event(study, write.event)
         critical: list[Awaitable[Any]] = []
         for action in result.actions:
             if isinstance(action, CreateTrials):
@@ -368,7 +368,7 @@ class Reconciler:
         errors = [o for o in outcomes if isinstance(o, BaseException)]
         again = any(o is True for o in outcomes)
 
-        for event in [*trials.events, *result.events]:
+        for event in result.events:
             self._event(study, event)
         if errors:
             raise errors[0]
@@ -568,7 +568,7 @@ class Reconciler:
         if stored is not None:
             self.cache.put(TrialRecord.parse(stored))
 
-    def _queue_trial_write(self, key: Key, write: WriteTrialStatus) -> None:
+    def _queue_trial_write(self, key: Key, write: WriteTrialStatus) -> bool:
         """Write a trial's status in the background, the latest one, one write at a time.
 
         Beside the next trial's creation, not before it: until the write lands, each
@@ -580,10 +580,11 @@ class Reconciler:
         # little higher: only news is queued behind the write in flight.
         for pending in (self.trial_inflight.get(slot), self.trial_wanted.get(slot)):
             if pending is not None and not significant(pending[0].status, write.status):
-                return
+                return False
         self.trial_wanted[slot] = (write, body)
         if slot not in self.trial_inflight:
             self._spawn(self._trial_writer(slot))
+        return True
 
     async def _trial_writer(self, slot: tuple[Key, str]) -> None:
         key = slot[0]
