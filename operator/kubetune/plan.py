@@ -441,6 +441,11 @@ def plan(
                         finish(True, "MaxTrialsReached", f"all {max_trials} trials finished{grid}")
             actions += [EnsureJob(t.name) for t in active if not t.has_job]
         events += [_stop_event(a) for a in actions if isinstance(a, StopTrial)]
+        # The status written with this plan counts the trials it stops.
+        for stop in (a for a in actions if isinstance(a, StopTrial)):
+            counts["running"] -= 1
+            counts["failed" if stop.phase == "Failed" else "pruned"] += 1
+            counts["diverged"] += stop.reason == "Diverged"
     cleanup, requeue = _cleanup(trials, ctx)
     actions += cleanup
     if ctx.orphans:

@@ -190,3 +190,10 @@ def test_boundary_uses_log_space_and_the_top_ten_percent() -> None:
     # Best inside, but most of the top 10% at the high edge.
     top = [{"lr": 0.01}] + [{"lr": 0.95}] * 2 + [{"lr": 0.01}] * 27
     assert at_boundary([p], top) == {"lr": "high"}
+
+
+def test_the_status_that_ends_a_study_counts_the_trials_it_stops() -> None:
+    trials = [trial(0, "Running", intermediate=[(1, float("nan"))])]
+    p = plan(spec(budget={"maxTrials": 1, "parallelism": 1}), trials, {}, 1, ctx())
+    assert p.status["phase"] == "Failed", "its only trial diverged"
+    assert p.status["trials"]["diverged"] == 1 and p.status["trials"]["running"] == 0
