@@ -193,9 +193,9 @@ def test_median_pruner_picks_the_bad_running_trial() -> None:
     assert model.to_prune() == [3]
 
 
-def test_warm_start_trials_teach_the_sampler_but_are_not_this_studys() -> None:
-    s = spec()
-    other = [
+def _other_studys_trials(n: int) -> list[TrialView]:
+    """Completed trials of another Study, for warm starts."""
+    return [
         TrialView(
             f"o-{i}",
             "u",
@@ -204,8 +204,13 @@ def test_warm_start_trials_teach_the_sampler_but_are_not_this_studys() -> None:
             TrialStatus(phase="Completed", value=0.1 * i),
             True,
         )
-        for i in range(5)
+        for i in range(n)
     ]
+
+
+def test_warm_start_trials_teach_the_sampler_but_are_not_this_studys() -> None:
+    s = spec()
+    other = _other_studys_trials(5)
     model = StudyModel.rebuild(s, [], warm=other)
     assert model.learned() == 0
     assert model.study.best_value == 0.4
@@ -214,17 +219,7 @@ def test_warm_start_trials_teach_the_sampler_but_are_not_this_studys() -> None:
 
 def test_warm_start_does_not_shorten_the_startup_phase() -> None:
     s = spec({"name": "tpe", "seed": 5, "startup": {"name": "random", "trials": 3}})
-    warm = [
-        TrialView(
-            f"o-{i}",
-            "u",
-            i,
-            {"opt": "adam", "lr": 0.01 * (i + 1), "layers": 2},
-            TrialStatus(phase="Completed", value=0.1 * i),
-            True,
-        )
-        for i in range(6)
-    ]
+    warm = _other_studys_trials(6)
     model = StudyModel.rebuild(s, [], warm=warm)
     sampler = model.study.sampler
     assert isinstance(sampler, PhasedSampler)

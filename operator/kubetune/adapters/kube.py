@@ -176,14 +176,6 @@ class Kube:
             if e.status != 404:
                 raise
 
-    def get_study(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self._call("GET", self._path("Study", namespace, name), "study")
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
     def event(self, obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
         """A Kubernetes Event about `obj` (best effort: never fails a reconcile)."""
         meta = obj["metadata"]

@@ -242,10 +242,7 @@ def propose(
     model.study_attrs = dict(study_attrs)
     for frozen in trials:
         storage.create_new_trial(study_id, template_trial=frozen)
-    model.warm = warm
-    sampler = model.study.sampler
-    if isinstance(sampler, PhasedSampler):
-        sampler.switch += warm
+    model._count_warm(warm)
     out = []
     for number, (trial, params) in zip(numbers, model.ask(len(numbers)), strict=True):
         model.live[number] = trial
@@ -338,12 +335,7 @@ class StudyModel:
         model = cls(spec)
         for view in warm:
             model.study.add_trial(model._frozen(view, {"kubetune_warm_start": view.name}))
-        model.warm = len(warm)
-        sampler = model.study.sampler
-        if isinstance(sampler, PhasedSampler):
-            # Optuna numbers the warm-start trials first: the startup phase counts this
-            # Study's own trials only.
-            sampler.switch += len(warm)
+        model._count_warm(len(warm))
         for view in sorted(trials, key=lambda t: t.number):
             model._add(view)
         return model
@@ -366,6 +358,15 @@ class StudyModel:
             values = [t.values[i] for t in done]
             worst.append(min(values) if direction.name == "MAXIMIZE" else max(values))
         return worst
+
+    def _count_warm(self, warm: int) -> None:
+        """The study's first `warm` trials are another Study's (warm start)."""
+        self.warm = warm
+        sampler = self.study.sampler
+        if isinstance(sampler, PhasedSampler):
+            # Optuna numbers the warm-start trials first: the startup phase counts this
+            # Study's own trials only.
+            sampler.switch += warm
 
     def _frozen(self, view: TrialView, attrs: dict[str, Any]) -> optuna.trial.FrozenTrial:
         state = _state(view)
