@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 
-from kubetune import metrics, render
+from kubetune import metrics, render, warmstart
 from kubetune.adapters.kube import Kube, api_error
 from kubetune.adapters.prom import Prometheus, PrometheusError
 from kubetune.adapters.sampling import (
@@ -436,7 +436,7 @@ class Reconciler:
         ):
             model = None  # the sampler or pruner was changed: it applies from now on
         if model is None:
-            warm = self._warm_start(key, spec)
+            warm = await self._warm_start(key, uid, spec)
             model = await self.lanes.run(
                 self.lanes.sampler(spec), StudyModel.rebuild, spec, views, warm
             )
@@ -449,10 +449,28 @@ class Reconciler:
             )
         return model
 
-    def _warm_start(self, key: Key, spec: StudySpec) -> list[TrialView]:
-        """Another Study's completed trials (from the cache), checked against this space."""
+    async def _warm_start(self, key: Key, uid: str, spec: StudySpec) -> list[TrialView]:
+        """The warm-start trials: this Study's snapshot, taken on its first rebuild."""
         if spec.warm_start is None:
             return []
+        name = warmstart.config_map_name(key[1], uid)
+        stored = await self._io(self.kube.get, "ConfigMap", key[0], name)
+        if stored is None:
+            views = self._warm_start_source(key, spec)
+            owner = render.Owner(kind="Study", name=key[1], uid=uid)
+            body = warmstart.snapshot(key[0], key[1], owner, spec.warm_start.from_study, views)
+            created = await self._io(self.kube.create, body)
+            if created is not None:
+                return views
+            # Another pass (or replica) took it first: learn from the one stored.
+            stored = await self._io(self.kube.get, "ConfigMap", key[0], name)
+            if stored is None:
+                raise RuntimeError(f"warm-start snapshot {name} vanished after its create")
+        return warmstart.restore(stored)
+
+    def _warm_start_source(self, key: Key, spec: StudySpec) -> list[TrialView]:
+        """The source Study's completed trials (from the cache), checked against this space."""
+        assert spec.warm_start is not None
         namespace = key[0]
         source = spec.warm_start.from_study
         where = f"spec.warmStart.fromStudy: {source!r}"

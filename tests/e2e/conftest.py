@@ -39,6 +39,8 @@ class Operator:
         self.log = cluster.layout.logs / f"operator-{namespace}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.env: dict[str, str] = {}
+        self.python = sys.executable  # another environment's interpreter runs that install
+        self.cwd: Path | None = None
 
     def start(self) -> None:
         env = {
@@ -50,10 +52,11 @@ class Operator:
         }
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kubetune", "--namespace", self.namespace],
+                [self.python, "-m", "kubetune", "--namespace", self.namespace],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
+                cwd=self.cwd,
             )
 
     def kill(self) -> None:

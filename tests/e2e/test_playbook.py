@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+from tests.conftest import wait_for
 from tests.e2e.conftest import Operator, Studies
 from tests.e2e.test_search import study
 
@@ -51,16 +52,26 @@ def test_warm_start_and_enqueued_configurations(operator: Operator, studies: Stu
     studies.apply(first)
     assert studies.wait_phase("first", "Succeeded")["phase"] == "Succeeded"
     pinned: dict[str, Any] = {"x": 0.5, "depth": 3, "kind": "b"}
-    second = study("second", EDGE, sampler={"name": "tpe", "seed": 1}, max_trials=3, parallelism=1)
+    second = study("second", EDGE, sampler={"name": "tpe", "seed": 1}, max_trials=5, parallelism=1)
     second["spec"]["warmStart"] = {"fromStudy": "first"}
     second["spec"]["enqueue"] = [pinned]
     studies.apply(second)
+
+    def started() -> tuple[bool, Any]:
+        return len(studies.trials("second")) >= 1, studies.trials("second")
+
+    wait_for(started, 60, "the warm-started Study to start")
+    # Its snapshot of the source is what a restart learns from: the source can go.
+    studies.cluster.kubectl("delete", "study", "first", "-n", studies.namespace)
+    operator.kill()
+    operator.start()
     status = studies.wait_phase("second", "Succeeded", "Failed")
     assert status["phase"] == "Succeeded", operator.log_tail()
+    assert operator.log.read_text().count("(4 warm-start)") == 2, "rebuilt after the restart"
     trials = studies.trials("second")
     assert trials[0]["spec"]["params"] == pinned
     assert trials[0]["spec"]["source"] == "enqueued"
-    assert status["sampler"]["learnedTrials"] == 3, "warm-start trials are not this Study's"
+    assert status["sampler"]["learnedTrials"] == 5, "warm-start trials are not this Study's"
     assert "4 warm-start" in operator.log.read_text()
     missing = study("orphan", EDGE, sampler={"name": "tpe"}, max_trials=2, parallelism=1)
     missing["spec"]["warmStart"] = {"fromStudy": "nowhere"}

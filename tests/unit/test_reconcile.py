@@ -66,6 +66,11 @@ class FakeKube:
         self.requests[f"delete {kind}"] += 1
         self.objects.pop((kind, name), None)
 
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.requests[f"get {kind}"] += 1
+        obj = self.objects.get((kind, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
     def validate(self, job: dict[str, Any], pod: dict[str, Any]) -> str | None:
         self.requests["validate"] += 1
         return None
@@ -287,3 +292,30 @@ def test_a_new_best_trial_without_a_conditional_parameter_loses_the_old_ones() -
         "bestTrial": {"params": {"opt": "adam", "momentum": None}},
         "budget": {"exhaustedBy": None},
     }
+
+
+def test_warm_start_learns_from_a_snapshot_that_outlives_its_source() -> None:
+    source = study()
+    source["metadata"].update(name="src", uid="src-uid")
+    h = Harness(study(warmStart={"fromStudy": "src"}))
+    h.cache.put_study(source)
+    for n, x in enumerate([0.2, 0.4, 0.6]):
+        done = render.render_trial(
+            render.TrialIdentity(NS, "src", n, 0), {"x": x}, render.Owner("Study", "src", "src-uid")
+        )
+        done["metadata"].update(uid=f"src-{n}", resourceVersion=str(10 + n))
+        done["status"] = {"phase": "Completed", "value": x, "values": [x]}
+        h.cache.put(TrialRecord.parse(done))
+    h.run()
+    assert h.rec.models["study-uid"].warm == 3
+    (snapshot,) = (o for (k, _), o in h.kube.objects.items() if k == "ConfigMap")
+    assert snapshot["metadata"]["ownerReferences"][0]["uid"] == "study-uid"
+    # The source is deleted and the operator restarts: the rebuild reads the snapshot.
+    h.cache.drop_study(NS, "src")
+    h.rec.models.clear()
+    h.finish("s-0", 0.5)
+    h.run()
+    model = h.rec.models["study-uid"]
+    assert model.warm == 3 and model.learned() == 1
+    assert [t.params["x"] for t in model.study.trials[:3]] == [0.2, 0.4, 0.6]
+    assert h.kube.requests["create ConfigMap"] == 1, "the snapshot is taken once"

@@ -58,6 +58,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, create, delete]
+# A warm-starting Study's snapshot of its source's trials (taken once, owned by the Study).
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, create]
 # Events on Studies (TrialFailed, TrialPruned, StudySucceeded...).
 - apiGroups: ["", events.k8s.io]
   resources: [events]

@@ -114,6 +114,8 @@ class Kube:
             base = f"/apis/batch/v1/namespaces/{namespace}/jobs"
         elif kind == "Pod":
             base = f"/api/v1/namespaces/{namespace}/pods"
+        elif kind == "ConfigMap":
+            base = f"/api/v1/namespaces/{namespace}/configmaps"
         elif kind == "Event":
             base = f"/apis/events.k8s.io/v1/namespaces/{namespace}/events"
         else:
@@ -121,12 +123,21 @@ class Kube:
         return f"{base}/{name}" if name else base
 
     def create(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        """Create a Trial or Job; None if it already existed (a repeated step)."""
+        """Create a Trial, Job or ConfigMap; None if it already existed (a repeated step)."""
         kind, ns = body["kind"], body["metadata"]["namespace"]
         try:
             return self._call("POST", self._path(kind, ns), kind.lower(), body)
         except ApiException as e:
             if e.status == 409:
+                return None
+            raise
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """One object (only for what no watch carries: a warm-start snapshot); None if absent."""
+        try:
+            return self._call("GET", self._path(kind, namespace, name), kind.lower())
+        except ApiException as e:
+            if e.status == 404:
                 return None
             raise
 
