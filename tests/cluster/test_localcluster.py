@@ -334,3 +334,69 @@ def test_volume_over_the_projects_own_directory_does_not_break_the_pod(
     state = terminated(cluster, namespace, "shadow")
     assert state.exit_code == 0, state.message
     assert state.message.startswith(sys.executable)
+
+
+def test_probes_gate_readiness_and_a_failing_liveness_probe_restarts_the_container(
+    cluster: Cluster, namespace: str
+) -> None:
+    """The local node runs the probes a pod declares, as a kubelet does."""
+    serving = python_pod(
+        "serving",
+        """
+        import http.server, os, time
+        time.sleep(3)  # not ready until it serves
+        handler = http.server.SimpleHTTPRequestHandler
+        http.server.HTTPServer((os.environ["POD_IP"], 8000), handler).serve_forever()
+        """,
+        restartPolicy="Always",
+        container={
+            "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+            "ports": [{"name": "http", "containerPort": 8000}],
+            "livenessProbe": {
+                "tcpSocket": {"port": 8000},
+                "initialDelaySeconds": 5,
+                "periodSeconds": 1,
+            },
+            "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
+        },
+    )
+    stuck = python_pod(
+        "stuck",
+        "import time; time.sleep(3600)",
+        restartPolicy="Always",
+        terminationGracePeriodSeconds=1,
+        container={
+            "livenessProbe": {
+                "exec": {"command": ["python3", "-c", "import sys; sys.exit(1)"]},
+                "periodSeconds": 1,
+                "failureThreshold": 2,
+            }
+        },
+    )
+    cluster.core.create_namespaced_pod(namespace, serving)
+    cluster.core.create_namespaced_pod(namespace, stuck)
+
+    def ready(name: str) -> tuple[bool, Any]:
+        pod = cluster.core.read_namespaced_pod(name, namespace)
+        conds = {c.type: c.status for c in pod.status.conditions or []}
+        return conds.get("Ready") == "True", (pod.status.phase, conds)
+
+    wait_for(lambda: pod_phase(cluster, namespace, "serving", "Running"), 30, "serving running")
+    assert not ready("serving")[0], "not ready before its readiness probe passes"
+    wait_for(lambda: ready("serving"), 30, "the serving pod to become ready")
+
+    def restarted() -> tuple[bool, Any]:
+        status = cluster.core.read_namespaced_pod("stuck", namespace).status
+        return status.container_statuses[0].restart_count >= 1, status.container_statuses[0]
+
+    wait_for(restarted, 30, "the stuck container to be restarted by its liveness probe")
+    events = cluster.core.list_namespaced_event(
+        namespace, field_selector="involvedObject.name=stuck"
+    ).items
+    reasons = {e.reason: e.message for e in events}
+    assert "Liveness probe failed" in reasons["Unhealthy"]
+    assert "will be restarted" in reasons["Killing"]
+    time.sleep(3)  # past several liveness periods of the healthy pod
+    healthy = cluster.core.read_namespaced_pod("serving", namespace).status
+    assert healthy.container_statuses[0].restart_count == 0
+    assert healthy.container_statuses[0].ready

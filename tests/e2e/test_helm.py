@@ -243,7 +243,21 @@ def test_helm_install_runs_a_study_in_cluster_with_only_the_charts_rights(
 
 @pytest.mark.parametrize(
     "release",
-    [["--set", "replicaCount=2", "--set", "leaderElection.leaseSeconds=6"]],
+    [
+        [
+            "--set",
+            "replicaCount=2",
+            "--set",
+            "leaderElection.leaseSeconds=6",
+            # Probed often: a standby that stopped answering would be restarted in seconds.
+            "--set",
+            "livenessProbe.initialDelaySeconds=10",
+            "--set",
+            "livenessProbe.periodSeconds=1",
+            "--set",
+            "livenessProbe.failureThreshold=3",
+        ]
+    ],
     indirect=True,
 )
 def test_two_replicas_hand_over_without_duplicating_trials(
@@ -282,6 +296,12 @@ def test_two_replicas_hand_over_without_duplicating_trials(
     assert names == [f"ha-{i}" for i in range(6)], "no trial duplicated or lost"
     jobs = cluster.batch.list_namespaced_job(release.team, label_selector="kubetune.dev/study=ha")
     assert len(jobs.items) == 6
+    # Both replicas answered their liveness probes all along, the waiting one included.
+    pods = release.operator_pods()
+    assert len(pods) == 2
+    assert all(p.status.container_statuses[0].restart_count == 0 for p in pods), [
+        (p.metadata.name, p.status.container_statuses[0].restart_count) for p in pods
+    ]
 
 
 def client_lease_holder(cluster: Cluster, namespace: str, name: str) -> str | None:

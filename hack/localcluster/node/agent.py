@@ -277,6 +277,31 @@ class Agent:
             "PYTHONUNBUFFERED": "1",
         }
 
+    def event(self, pod: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+        """An Event about a pod, as the kubelet posts them (best effort)."""
+        meta = pod["metadata"]
+        body = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "kubelet", "host": pod["spec"].get("nodeName", "")},
+            "firstTimestamp": now(),
+            "lastTimestamp": now(),
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(meta["namespace"], body)
+        except ApiException as e:
+            log(f"event {reason} for {meta['namespace']}/{meta['name']}: {e.reason}")
+
     def entrypoint(self, image: str) -> tuple[list[str], list[str]] | None:
         name = image.split("@", 1)[0]
         last = name.rsplit("/", 1)[-1]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from localcluster.node import envvars, volumes
+from localcluster.node.probes import Probe, ProbeError, ProbeWorker, check, probes_of
 
 PODEXEC = str(Path(__file__).with_name("podexec.py"))
 REPO = Path(__file__).resolve().parents[3]
@@ -40,6 +41,7 @@ class Host(Protocol):
     def finished(self, uid: str) -> None: ...
     def base_env(self, pod: Mapping[str, Any]) -> dict[str, str]: ...
     def entrypoint(self, image: str) -> tuple[list[str], list[str]] | None: ...
+    def event(self, pod: Mapping[str, Any], kind: str, reason: str, message: str) -> None: ...
 
 
 @dataclass
@@ -59,10 +61,18 @@ class Container:
     restart_count: int = 0
     last_state: dict[str, Any] = field(default_factory=dict)
     waiting: tuple[str, str] = ("ContainerCreating", "")
+    probes: list[Probe] = field(default_factory=list)
+    started_ok: bool = True  # its startup probe has passed (or it has none)
+    probe_ready: bool = True  # its readiness probe passes (or it has none)
+    prober: ProbeWorker | None = None
 
     @property
     def name(self) -> str:
         return str(self.spec["name"])
+
+    @property
+    def ready(self) -> bool:
+        return self.running and self.started_ok and self.probe_ready
 
     @property
     def running(self) -> bool:
@@ -97,8 +107,8 @@ class Container:
             "name": self.name,
             "image": image,
             "imageID": f"localnode://{image}",
-            "ready": self.running,
-            "started": self.running,
+            "ready": self.ready,
+            "started": self.running and self.started_ok,
             "restartCount": self.restart_count,
             "state": state,
             "lastState": self.last_state,
@@ -135,6 +145,8 @@ class PodRunner(threading.Thread):
         self.wake = threading.Event()
         self.stop_grace: float | None = None  # set when the pod is being deleted
         self.lock = threading.Lock()
+        self.report_lock = threading.Lock()  # probe workers report too
+        self.reported_final = False
         self.start_time = now()
         self.init_done = False
         spec = pod["spec"]
@@ -291,6 +303,11 @@ class PodRunner(threading.Thread):
         for c in self.init_containers + self.containers:
             c.env = envvars.build_env(pod_view, c.spec, base, lookup)
             c.argv = self._argv(c)
+            if not c.init:
+                try:
+                    c.probes = probes_of(c.spec)
+                except ProbeError as e:
+                    raise ConfigError(str(e)) from None
             c.mounts = [{"source": str(c.termination_log), "target": self._term_path(c)}]
             for vm in c.spec.get("volumeMounts") or []:
                 if vm["name"] not in vols:
@@ -327,23 +344,32 @@ class PodRunner(threading.Thread):
             raise ConfigError(f"container {c.name}: nothing to run")
         return argv
 
-    def _start(self, c: Container) -> None:
-        c.termination_log.write_bytes(b"")
+    def _exec_spec(self, c: Container, argv: list[str], suffix: str = "") -> Path:
+        """The podexec spec that runs `argv` in container `c` (its files, env and cwd)."""
         spec = {
-            "argv": c.argv,
+            "argv": argv,
             "env": c.env,
             "cwd": str(c.spec.get("workingDir") or self.sandbox),
             "mounts": c.mounts,
             # What the process itself runs from; kept visible under any volume.
             "keep": [str(REPO), sys.prefix, sys.base_prefix],
         }
+        spec_file = self.sandbox / f"{c.name}{suffix}.spec.json"
+        spec_file.write_text(json.dumps(spec))
+        return spec_file
+
+    @staticmethod
+    def _podexec(spec_file: Path) -> list[str]:
+        return [sys.executable, "-E", "-S", PODEXEC, str(spec_file)]
+
+    def _start(self, c: Container) -> None:
+        c.termination_log.write_bytes(b"")
         if c.spec.get("workingDir"):
             Path(c.spec["workingDir"]).mkdir(parents=True, exist_ok=True)
-        spec_file = self.sandbox / f"{c.name}.spec.json"
-        spec_file.write_text(json.dumps(spec))
+        spec_file = self._exec_spec(c, c.argv)
         with c.log.open("ab") as out:
             c.proc = subprocess.Popen(
-                [sys.executable, "-E", "-S", PODEXEC, str(spec_file)],
+                self._podexec(spec_file),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -356,6 +382,91 @@ class PodRunner(threading.Thread):
         c.message = ""
         proc = c.proc
         threading.Thread(target=self._waiter, args=(proc,), daemon=True).start()
+        self._start_probes(c, proc)
+
+    # -- probes -------------------------------------------------------------------------
+
+    def _start_probes(self, c: Container, proc: subprocess.Popen[bytes]) -> None:
+        if c.prober is not None:
+            c.prober.stop()
+        kinds = {p.kind for p in c.probes}
+        # As the kubelet: not started until the startup probe passes, not ready until
+        # the readiness probe does.
+        c.started_ok = "startupProbe" not in kinds
+        c.probe_ready = "readinessProbe" not in kinds
+        if not c.probes:
+            c.prober = None
+            return
+
+        def alive() -> bool:
+            return c.proc is proc and proc.poll() is None and not self.stopping()
+
+        c.prober = ProbeWorker(
+            f"probe-{self.pod_key}/{c.name}",
+            c.probes,
+            alive,
+            functools.partial(self._probe_once, c),
+            functools.partial(self._on_probe, c, proc),
+        )
+        c.prober.start()
+
+    def _probe_once(self, c: Container, probe: Probe) -> tuple[bool, str]:
+        def run_exec(argv: list[str], timeout: float) -> int:
+            spec_file = self._exec_spec(c, argv, ".probe")
+            return subprocess.run(
+                self._podexec(spec_file),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                cwd=self.sandbox,
+                timeout=timeout,
+                check=False,
+            ).returncode
+
+        return check(probe, c.spec, self.pod_ip, run_exec)
+
+    def _on_probe(
+        self,
+        c: Container,
+        proc: subprocess.Popen[bytes],
+        probe: Probe,
+        outcome: str,
+        message: str,
+    ) -> None:
+        if outcome == "unhealthy":
+            self.host.event(
+                self.pod, "Warning", "Unhealthy", f"{probe.title} probe failed: {message}"
+            )
+            return
+        if outcome == "kill":
+            self.host.event(
+                self.pod,
+                "Normal",
+                "Killing",
+                f"Container {c.name} failed {probe.kind.removesuffix('Probe')} probe, "
+                "will be restarted",
+            )
+            grace = probe.spec.get("terminationGracePeriodSeconds")
+            if grace is None:
+                grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
+            self._kill_container(proc, float(grace))
+            return
+        if outcome == "started":
+            c.started_ok = True
+        else:
+            c.probe_ready = outcome == "ready"
+        if c.proc is proc:
+            self._report()
+
+    def _kill_container(self, proc: subprocess.Popen[bytes], grace: float) -> None:
+        """SIGTERM, SIGKILL after the grace period; the pod's loop restarts it (or not)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
     def _waiter(self, proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
@@ -431,8 +542,15 @@ class PodRunner(threading.Thread):
         return "Succeeded"
 
     def _report(self, *, final: bool = False) -> None:
+        with self.report_lock:
+            if self.reported_final:
+                return  # a probe's late news must not bring an ended pod back
+            self.reported_final = final
+            self._report_now(final)
+
+    def _report_now(self, final: bool) -> None:
         phase = self._phase(final)
-        running = phase == "Running" and all(c.running for c in self.containers)
+        running = phase == "Running" and all(c.ready for c in self.containers)
         t = now()
         not_ready_reason = "PodCompleted" if final else "ContainersNotReady"
 
