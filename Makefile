@@ -18,7 +18,7 @@ KUBECTL    = $(shell bash hack/build-k8s.sh 2>/dev/null)/kubectl
 PROM_URL   = $(shell cat .localcluster/prometheus-url 2>/dev/null)
 
 .PHONY: help setup system-deps python-deps binaries cluster cluster-down cluster-status \
-        install uninstall run demo test unit lint bench bench-scale clean chart-crds
+        install uninstall run demo test chaos unit lint bench bench-scale clean chart-crds
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ demo: setup ## the demo: local cluster, CRDs, operator, examples/digits-study.ya
 
 test: setup ## run all tests; starts the local cluster if it is not running, stops it after
 	$(PY) -m pytest
+
+chaos: setup ## the full reliability suite (~25 min; make test runs a short form): bench/results/chaos.json
+	KUBETUNE_CHAOS=full $(PY) -m pytest tests/chaos
 
 unit: python-deps ## only the tests that need no cluster
 	$(PY) -m pytest -m "not cluster"

@@ -8,11 +8,13 @@ nothing running. Every component logs to ``.localcluster/logs/<component>.log``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import random
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -536,7 +538,70 @@ def kwok_down(layout: Layout | None = None) -> None:
 
 
 def _start(layout: Layout, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    # What started it, so that one component can be stopped and started again alone
+    # (the reliability suite takes the API server, Prometheus or the node away).
+    recipe = layout.pidfile(name).with_suffix(".argv.json")
+    recipe.parent.mkdir(parents=True, exist_ok=True)
+    recipe.write_text(json.dumps({"argv": argv, "env": env}))
     procs.start(name, argv, log=layout.log(name), pidfile=layout.pidfile(name), env=env)
+
+
+def stop_component(name: str, *, layout: Layout | None = None) -> None:
+    """Stop one running component (SIGTERM, then SIGKILL); `start_component` brings it back."""
+    layout = layout or Layout()
+    if not procs.stop(layout.pidfile(name), grace=40.0 if name == "localnode" else 10.0):
+        raise ClusterError(f"{name} is not running")
+
+
+def crash_node(*, layout: Layout | None = None) -> int:
+    """The local node dies at once with every pod process it ran, as on a power loss.
+
+    Returns how many pod processes were killed. Pod processes run in their own
+    sessions (as containers do), so they are found by their working directory,
+    which is their pod's sandbox unless the pod set `workingDir`.
+    """
+    layout = layout or Layout()
+    pid = procs.recorded_pid(layout.pidfile("localnode"))
+    if pid is None:
+        raise ClusterError("localnode is not running")
+    os.killpg(pid, signal.SIGKILL)
+    pods_dir = str(layout.pods.resolve())
+    killed = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if cwd == pods_dir or cwd.startswith(pods_dir + "/"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed += 1
+    layout.pidfile("localnode").unlink(missing_ok=True)
+    return killed
+
+
+def start_component(name: str, *, layout: Layout | None = None) -> None:
+    """Start a stopped component again, as `up` started it."""
+    layout = layout or Layout()
+    if procs.recorded_pid(layout.pidfile(name)) is not None:
+        raise ClusterError(f"{name} is already running")
+    recipe = json.loads(layout.pidfile(name).with_suffix(".argv.json").read_text())
+    _start(layout, name, recipe["argv"], recipe["env"])
+    info = ClusterInfo.load(layout.cluster_json)
+    ready = {
+        "kube-apiserver": f"{info.apiserver_url}/readyz",
+        "prometheus": f"{info.prometheus_url}/-/ready",
+    }.get(name)
+    if ready is not None:
+        client = Client(layout)
+
+        def ok() -> tuple[bool, str]:
+            code, body = client.get(ready)
+            return code == 200, body.decode(errors="replace")
+
+        _wait(ready, ok, 60, name, layout)
 
 
 def _prometheus_rbac() -> str:

@@ -167,6 +167,8 @@ def pod_observation(pod: dict[str, Any]) -> PodObservation:
         created=parse_time(pod["metadata"].get("creationTimestamp")),
         waiting_reason=waiting.get("reason"),
         waiting_message=waiting.get("message"),
+        reason=status.get("reason"),
+        message=status.get("message"),
     )
 
 

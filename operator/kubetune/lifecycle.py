@@ -44,6 +44,8 @@ class PodObservation:
     created: datetime | None = None
     waiting_reason: str | None = None
     waiting_message: str | None = None
+    reason: str | None = None  # the pod's own (Evicted, NodeRestarted...): no container ended
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,9 @@ def observe(
         report = parse_report(pod.termination_messages)
         if report and _diverged(report, objectives):
             return _diverge(st, report, objectives, pod, now)
+        if pod.exit_code is None:  # the pod failed around its container (node lost, evicted)
+            why = pod.message or "the pod failed before its container ended"
+            return _fail(st, pod.reason or "PodFailed", why, now, pod)
         tail = next((m for m in pod.termination_messages if m), "")
         return _fail(st, "Error", f"exit code {pod.exit_code}: {tail[-400:]}".strip(), now, pod)
     if running:

@@ -88,6 +88,14 @@ def test_nonzero_exit_is_error_with_message() -> None:
     assert "CUDA out of memory" in (st.message or "")
 
 
+def test_a_pod_lost_with_its_node_fails_with_the_pods_own_reason() -> None:
+    lost = PodObservation(
+        "p", "Failed", started=T0, reason="NodeRestarted", message="the node agent restarted"
+    )
+    st = run([lost])
+    assert (st.phase, st.reason, st.message) == ("Failed", "NodeRestarted", lost.message)
+
+
 def test_nan_objective_is_diverged_and_not_stored() -> None:
     st = run([pod("Succeeded", report(acc=math.nan), code=0)])
     assert (st.phase, st.reason) == ("Failed", "Diverged")

@@ -239,8 +239,11 @@ class Agent:
         return str(result.status.token)
 
     def patch_status(self, pod: Mapping[str, Any], status: dict[str, Any]) -> bool:
+        """Report a pod's status; retried until the API server takes it (as the kubelet's
+        status manager does), so an outage delays a pod's result but never loses it."""
         meta = pod["metadata"]
-        for attempt in range(5):
+        attempt = 0
+        while not self.stopping.is_set():
             try:
                 self.core.patch_namespaced_pod_status(
                     meta["name"], meta["namespace"], {"status": status}, _content_type=STRATEGIC
@@ -249,10 +252,13 @@ class Agent:
             except ApiException as e:
                 if e.status == 404:
                     return False
-                log(f"status of {meta['namespace']}/{meta['name']}: {e.status} {e.reason}")
+                problem = f"{e.status} {e.reason}"
             except Exception as e:
-                log(f"status of {meta['namespace']}/{meta['name']}: {e}")
-            time.sleep(0.2 * 2**attempt)
+                problem = str(e)
+            if attempt % 10 == 0:
+                log(f"status of {meta['namespace']}/{meta['name']} (try {attempt + 1}): {problem}")
+            self.stopping.wait(min(0.2 * 2**attempt, 5.0))
+            attempt += 1
         return False
 
     def finished(self, uid: str) -> None:

@@ -176,6 +176,7 @@ class PodRunner(threading.Thread):
         except Exception as e:  # never let one pod take the agent down
             print(f"localnode: pod {self.pod_key}: {type(e).__name__}: {e}", file=sys.stderr)
             self._kill_all(signal.SIGKILL)
+            self._report(final=True)  # the pod ends Failed, not Running forever
         finally:
             self.host.finished(self.uid)
 
@@ -277,6 +278,10 @@ class PodRunner(threading.Thread):
                 for c in self.init_containers + self.containers:
                     c.waiting = ("CreateContainerConfigError", str(e))
                 self._report()
+                self._sleep_for(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception as e:  # the API server is away (a ConfigMap, a token): retry
+                print(f"localnode: pod {self.pod_key}: preparing: {e}; retrying", file=sys.stderr)
                 self._sleep_for(delay)
                 delay = min(delay * 2, 5.0)
         return False

@@ -154,8 +154,10 @@ class Informer(threading.Thread):
                 if self.stopping.is_set():
                     return
                 log.warning("%s: %s; relisting in %.1fs", self.name, e, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                self.stopping.wait(backoff)
+                # Capped low: while the cache is stale no trial turns over, and one
+                # operator relisting its own label-selected objects costs the server little.
+                backoff = min(backoff * 2, 5.0)
 
     def stop(self) -> None:
         self.stopping.set()
