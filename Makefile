@@ -67,7 +67,7 @@ demo: setup ## the demo: local cluster, CRDs, operator, examples/digits-study.ya
 test: setup ## run all tests; starts the local cluster if it is not running, stops it after
 	$(PY) -m pytest
 
-chaos: setup ## the full reliability suite (~25 min; make test runs a short form): bench/results/chaos.json
+chaos: setup ## the full reliability suite (~12 min; make test runs a short form): bench/results/chaos.json
 	KUBETUNE_CHAOS=full $(PY) -m pytest tests/chaos
 
 unit: python-deps ## only the tests that need no cluster

@@ -176,6 +176,7 @@ class Series:
     t: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
     rss: list[float] = field(default_factory=list)
+    rss_root: list[float] = field(default_factory=list)  # the root process alone
 
     def summary(self) -> dict[str, Any]:
         if not self.t:
@@ -195,6 +196,10 @@ class Series:
                 "start": round(self.rss[0], 1),
                 "peak": round(max(self.rss), 1),
                 "final": round(self.rss[-1], 1),
+            },
+            "rss_mib_root_process": {
+                "peak": round(max(self.rss_root), 1),
+                "final": round(self.rss_root[-1], 1),
             },
             "cpu_s": round(cpu, 2),
             "cpu_cores_mean": round(cpu / wall, 3) if wall > 0 else None,
@@ -216,7 +221,7 @@ class ProcSampler(threading.Thread):
         kids = _children()
         t = time.monotonic()
         for name, root in self.roots.items():
-            cpu = rss = 0.0
+            cpu = rss = root_rss = 0.0
             stack, alive = [root], False
             while stack:
                 pid = stack.pop()
@@ -225,12 +230,15 @@ class ProcSampler(threading.Thread):
                     continue
                 alive = alive or pid == root
                 cpu, rss = cpu + st[1], rss + st[2]
+                if pid == root:
+                    root_rss = st[2]
                 stack += kids.get(pid, [])
             if alive:
                 s = self.series[name]
                 s.t.append(t)
                 s.cpu.append(cpu)
                 s.rss.append(rss)
+                s.rss_root.append(root_rss)
 
     def run(self) -> None:
         while not self.done.wait(self.interval):
