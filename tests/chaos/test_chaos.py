@@ -114,9 +114,9 @@ def test_operator_sigkilled_at_random_moments_loses_and_duplicates_nothing(
     operator: Operator, studies: Studies, cluster: Cluster, namespace: str
 ) -> None:
     n, parallelism = SIZE["kill_trials"], 4
-    # Trials long enough that the Study outlives every kill (about 2.5 s apart).
-    pause = 1.0 if FULL else 0.4
-    body = script_study("killed", stepped_trial(steps=6, pause=pause), n, parallelism)
+    # Trials long enough that the Study outlives every kill (about 2.5 s apart) and
+    # that the pruner, reading steps a second apart, gets to act.
+    body = script_study("killed", stepped_trial(steps=6, pause=1.0), n, parallelism)
     body["spec"]["sampler"] = {"name": "tpe", "seed": 3}
     body["spec"]["pruner"] = {"name": "median", "options": {"nStartupTrials": 3}}
     assert studies.apply(body).returncode == 0
