@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -36,9 +39,9 @@ class Lanes:
         # Importance refits import scikit-learn and fit forests: seconds of Python that,
         # in a thread, would hold the GIL the event loop and the I/O threads need.
         # A process of its own (spawned lazily, not forked from this threaded one).
-        self.background = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        self.background = _worker_process()
         # GP proposals likewise (sampling.propose): a fit is up to seconds of CPU.
-        self.remote = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        self.remote = _worker_process()
 
     def sampler(self, spec: StudySpec) -> ThreadPoolExecutor:
         slow = spec.sampler.name in SLOW_SAMPLERS
@@ -52,3 +55,29 @@ class Lanes:
         pools: tuple[Executor, ...] = (self.critical, self.io, self.prometheus, self.events)
         for pool in (*pools, self.fast, self.slow, self.background, self.remote):
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _worker_process() -> ProcessPoolExecutor:
+    """One spawned worker process that ends when the operator does, however it ends."""
+    return ProcessPoolExecutor(
+        1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the worker: exit once the operator is gone.
+
+    A SIGKILLed operator cannot shut its pools down, and its workers (150 MB each with
+    scikit-learn) would live on as orphans; in a container they die with the pod, but
+    not under a process supervisor or on the local node (the chaos suite leaked dozens).
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
