@@ -15,8 +15,6 @@ often a running Study with a pruner reads Prometheus; default 1).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import logging
 import os
 import socket
@@ -27,18 +25,11 @@ from prometheus_client import start_http_server
 import kubetune.handlers  # noqa: F401  (registers the handlers)
 from kubetune.adapters.kube import load_config
 from kubetune.leader import LeaderElector, Liveness
-
-
-def _few_malloc_arenas() -> None:
-    """glibc gives each thread that allocates its own malloc arena; with a pool of
-    I/O threads parsing JSON the operator's RSS grows by arenas, not by data.
-    Two arenas (what MALLOC_ARENA_MAX=2 would set) keep it flat; set before any thread."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
+from kubetune.memory import few_malloc_arenas
 
 
 def main() -> None:
-    _few_malloc_arenas()
+    few_malloc_arenas()  # see kubetune.memory: RSS that tracks data, not threads
     parser = argparse.ArgumentParser(
         prog="kubetune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

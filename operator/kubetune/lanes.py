@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import multiprocessing
 import os
 import threading
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from kubetune.memory import few_malloc_arenas, give_back
 from kubetune.spec import StudySpec
 
 T = TypeVar("T")
@@ -49,6 +51,8 @@ class Lanes:
 
     async def run(self, pool: Executor, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
+        if isinstance(pool, ProcessPoolExecutor):
+            return await loop.run_in_executor(pool, functools.partial(_task, fn, *args))
         return await loop.run_in_executor(pool, functools.partial(fn, *args))
 
     def shutdown(self) -> None:
@@ -62,13 +66,13 @@ def _worker_process() -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
         1,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=_die_with_parent,
+        initializer=_start_worker,
         initargs=(os.getpid(),),
     )
 
 
-def _die_with_parent(parent: int) -> None:
-    """In the worker: exit once the operator is gone.
+def _start_worker(parent: int) -> None:
+    """In the worker: few malloc arenas, and an exit once the operator is gone.
 
     A SIGKILLed operator cannot shut its pools down, and its workers (150 MB each with
     scikit-learn) would live on as orphans; in a container they die with the pod, but
@@ -80,4 +84,14 @@ def _die_with_parent(parent: int) -> None:
             time.sleep(1.0)
         os._exit(0)
 
+    few_malloc_arenas()
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _task(fn: Callable[..., T], *args: Any) -> T:
+    """One task in a worker process; what it freed goes back to the system after it."""
+    try:
+        return fn(*args)
+    finally:
+        gc.collect()
+        give_back()

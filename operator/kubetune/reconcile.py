@@ -155,6 +155,7 @@ class Reconciler:
         self.done: set[str] = set()  # Study uids whose last plan finished them
         self.status_memo: dict[str, dict[str, Any]] = {}  # by Study uid: the status last queued
         self.importance: dict[str, dict[str, float]] = {}  # by Study uid: the latest fit
+        self.importance_pending: set[str] = set()  # Study uids with a fit queued or running
         self.importance_at: dict[str, float] = {}  # by Study uid: monotonic time of last fit
         self.validated: dict[str, int] = {}  # by Study uid: the generation whose template passed
         self.freed: dict[str, list[float]] = {}  # by Study uid: when trial slots freed
@@ -339,7 +340,6 @@ class Reconciler:
             else (status.get("sampler") or {}).get("learnedTrials", 0)
         )
         result.status["sampler"] = {"name": spec.sampler.name, "learnedTrials": learned}
-        await self._importance(key, uid, model, status, result)
 
         # The critical path: the finished trials' results are recorded while the next
         # trials are created; a stopped trial's status is written before its Job goes.
@@ -355,6 +355,9 @@ class Reconciler:
         for write in trials.writes:
             if write.trial not in stopping and self._queue_trial_write(key, write) and write.event:
                 self._event(study, write.event)
+        # After the results are on their way: a Study's last pass waits for its final
+        # importance fit, and no trial's result should wait with it.
+        await self._importance(key, uid, model, status, result)
         critical: list[Awaitable[Any]] = []
         for action in result.actions:
             if isinstance(action, CreateTrials):
@@ -523,12 +526,18 @@ class Reconciler:
         ending = finished and status.get("phase") != result.status["phase"]
         if not (ending or (stale and (not finished or "importance" not in status))):
             return
+        if uid in self.importance_pending and not ending:
+            return  # one refit per Study in the worker's queue at most: it cannot grow
         self.importance_at[uid] = clock
         trials = model.completed()
         dirs = directions(model.spec)
 
         async def fit() -> bool:
-            scores = await self.lanes.run(self.lanes.background, importance, dirs, trials)
+            self.importance_pending.add(uid)
+            try:
+                scores = await self.lanes.run(self.lanes.background, importance, dirs, trials)
+            finally:
+                self.importance_pending.discard(uid)
             if scores and scores != self.importance.get(uid):
                 self.importance[uid] = scores
                 return True
