@@ -527,7 +527,7 @@ class Reconciler:
         if not (ending or (stale and (not finished or "importance" not in status))):
             return
         if uid in self.importance_pending and not ending:
-            return  # one refit per Study in the worker's queue at most: it cannot grow
+            return  # at most one refit per Study waits in the worker's queue
         self.importance_at[uid] = clock
         trials = model.completed()
         dirs = directions(model.spec)
