@@ -14,6 +14,7 @@ import os
 import random
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -314,15 +315,8 @@ def test_generated_specs_are_refused_or_reach_a_phase_and_never_crash_the_operat
         "accepted": accepted,
         "invalid_condition": invalid,
         "ran": accepted - invalid,
-        "by_mutation": _count(kind for kind, _ in generated),
+        "by_mutation": dict(Counter(kind for kind, _ in generated)),
         "invalid_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:15]),
         "duration_s": round(time.monotonic() - started, 1),
     }
     assert settled == accepted
-
-
-def _count(items: Iterator[str] | Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for item in items:
-        out[item] = out.get(item, 0) + 1
-    return out

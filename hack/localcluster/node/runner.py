@@ -278,12 +278,10 @@ class PodRunner(threading.Thread):
                 for c in self.init_containers + self.containers:
                     c.waiting = ("CreateContainerConfigError", str(e))
                 self._report()
-                self._sleep_for(delay)
-                delay = min(delay * 2, 5.0)
             except Exception as e:  # the API server is away (a ConfigMap, a token): retry
                 print(f"localnode: pod {self.pod_key}: preparing: {e}; retrying", file=sys.stderr)
-                self._sleep_for(delay)
-                delay = min(delay * 2, 5.0)
+            self._sleep_for(delay)
+            delay = min(delay * 2, 5.0)
         return False
 
     def _configure(self) -> None:
