@@ -1,13 +1,14 @@
-"""Memory of the importance worker process over many fANOVA refits.
+"""The importance worker over many refits: fANOVA before, PED-ANOVA now.
 
-    python bench/importance_memory.py [--fits 150] [--trials 100]
+    python bench/importance_memory.py [--fits 100] [--trials 100]
 
 The operator refits every running Study's importance in one spawned worker
-process. This runs the same refits (`sampling.importance` on studies of random
-trials) in two workers, one after the other in the same run: a plain spawned
-ProcessPoolExecutor (how the operator ran it before) and the operator's own
-worker lane (`lanes._worker_process` with its per-task wrapper: two malloc arenas,
-memory trimmed after each task). It records each worker's RSS every 10 fits.
+process. This runs the same refits (studies of random trials) in two workers, one
+after the other in the same run: fANOVA (how the operator computed importance
+before; needs scikit-learn) in a plain spawned ProcessPoolExecutor, and
+`sampling.importance` (PED-ANOVA) in the operator's own worker lane. It records
+each worker's RSS every 10 fits, the seconds per fit, and how often the two agree
+on the most important parameter.
 """
 
 from __future__ import annotations
@@ -57,43 +58,72 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def fanova(directions: list[str], ts: list[optuna.trial.FrozenTrial]) -> dict[str, float]:
+    """The operator's importance before PED-ANOVA replaced it."""
+    study = optuna.create_study(directions=directions)
+    study.add_trials(ts)
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    scores = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    return {k: float(v) for k, v in scores.items()}
+
+
 def measure(
-    name: str, pool: ProcessPoolExecutor, submit: Callable[..., Any], fits: int, n: int
-) -> dict[str, Any]:
+    name: str,
+    pool: ProcessPoolExecutor,
+    submit: Callable[..., Any],
+    fn: Callable[..., dict[str, float]],
+    fits: int,
+    n: int,
+) -> tuple[dict[str, Any], list[str]]:
     pid = pool.submit(os.getpid).result()
     series = [(0, round(rss_mib(pid), 1))]
+    top = []
     t0 = time.perf_counter()
     for i in range(1, fits + 1):
-        submit(importance, ["minimize"], trials(n, seed=i)).result()
+        scores = submit(fn, ["minimize"], trials(n, seed=i)).result()
+        top.append(max(scores, key=scores.__getitem__))
         if i % 10 == 0:
             series.append((i, round(rss_mib(pid), 1)))
     wall = time.perf_counter() - t0
     pool.shutdown()
     peak = max(r for _, r in series)
     print(f"{name:10} rss after first 10 fits {series[1][1]} MiB, peak {peak} MiB, {wall:.0f}s")
-    return {"rss_mib_every_10_fits": series, "peak_mib": peak, "seconds_per_fit": wall / fits}
+    result = {"rss_mib_every_10_fits": series, "peak_mib": peak, "seconds_per_fit": wall / fits}
+    return result, top
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--fits", type=int, default=150)
+    parser.add_argument("--fits", type=int, default=100)
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--out", type=Path, default=RESULTS / "importance-memory.json")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     load = os.getloadavg()
     plain = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-    before = measure("plain", plain, plain.submit, args.fits, args.trials)
+    before, top_before = measure("fanova", plain, plain.submit, fanova, args.fits, args.trials)
     lane = _worker_process()
-    after = measure("lane", lane, lambda fn, *a: lane.submit(_task, fn, *a), args.fits, args.trials)
+    after, top_after = measure(
+        "ped-anova",
+        lane,
+        lambda fn, *a: lane.submit(_task, fn, *a),
+        importance,
+        args.fits,
+        args.trials,
+    )
+    agree = sum(a == b for a, b in zip(top_before, top_after, strict=True)) / args.fits
     result = {
         "bench": "importance-memory",
         "fits": args.fits,
         "trials_per_study": args.trials,
         "machine": {"cpus": os.cpu_count(), "loadavg_before": load},
-        "plain_spawned_worker": before,
-        "operator_worker_lane": after,
-        "peak_ratio_lane_to_plain": round(after["peak_mib"] / before["peak_mib"], 3),
+        "fanova_plain_worker": before,
+        "ped_anova_operator_lane": after,
+        "peak_ratio_ped_anova_to_fanova": round(after["peak_mib"] / before["peak_mib"], 3),
+        "seconds_ratio_ped_anova_to_fanova": round(
+            after["seconds_per_fit"] / before["seconds_per_fit"], 4
+        ),
+        "same_most_important_parameter": agree,
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -38,9 +38,9 @@ class Lanes:
         self.events = ThreadPoolExecutor(2, thread_name_prefix="events")
         self.fast = ThreadPoolExecutor(4, thread_name_prefix="sampler")
         self.slow = ThreadPoolExecutor(2, thread_name_prefix="sampler-slow")
-        # Importance refits import scikit-learn and fit forests: seconds of Python that,
-        # in a thread, would hold the GIL the event loop and the I/O threads need.
-        # A process of its own (spawned lazily, not forked from this threaded one).
+        # Importance refits import SciPy (~100 MiB) and hold the GIL while they compute,
+        # which the event loop and the I/O threads need: a process of its own (spawned
+        # lazily, not forked from this threaded one).
         self.background = _worker_process()
         # GP proposals likewise (sampling.propose): a fit is up to seconds of CPU.
         self.remote = _worker_process()
@@ -75,7 +75,7 @@ def _start_worker(parent: int) -> None:
     """In the worker: few malloc arenas, and an exit once the operator is gone.
 
     A SIGKILLed operator cannot shut its pools down, and its workers (150 MB each with
-    scikit-learn) would live on as orphans; in a container they die with the pod, but
+    SciPy) would live on as orphans; in a container they die with the pod, but
     not under a process supervisor or on the local node (the chaos suite leaked dozens).
     """
 

@@ -24,8 +24,9 @@ from kubetune.lifecycle import JobObservation, PodObservation, TrialStatus, fini
 from kubetune.spec import StudySpec
 from kubetune.timestamps import format_time
 
-# Rewriting a running trial's GPU-seconds on every pass is churn; this much change is news.
-GPU_SECONDS_RESOLUTION = 60.0
+# The Study's GPU-hours while trials run are rewritten at most this often: at 2,000
+# running trials any finer figure would be a status write every few milliseconds.
+GPU_HOURS_EVERY_SECONDS = 60.0
 # The Study's status lists at most this many Pareto-optimal trials (all are Trials anyway).
 MAX_PARETO_FRONT = 100
 
@@ -149,9 +150,14 @@ def significant(a: TrialStatus, b: TrialStatus) -> bool:
     """Whether writing `b` over `a` tells anyone something new."""
     if a.phase == b.phase == "Pending" and not b.intermediate:
         return False  # a trial's first status write is when it starts running
+    # A running trial's GPU-seconds grow every second but are news to nobody: the
+    # budget is computed from the start time, and the Study's status sums them. They
+    # ride along with the trial's other writes and are final with its result, so a
+    # trial costs two status writes (running, result) plus one per reported step.
     da, db = a.to_k8s(), b.to_k8s()
-    ga, gb = da.pop("gpuSeconds", 0.0), db.pop("gpuSeconds", 0.0)
-    return da != db or abs(ga - gb) >= GPU_SECONDS_RESOLUTION
+    da.pop("gpuSeconds", None)
+    db.pop("gpuSeconds", None)
+    return da != db
 
 
 def trial_event(name: str, st: TrialStatus) -> Event:

@@ -2,7 +2,8 @@
 
 The other tests run the operator from the development environment, which has every
 extra installed; a dependency the image lacks (scikit-learn for the importance, once)
-is only found here. There is no Docker on the test machines, so the test reads the
+is only found here, as is one the image carries for nothing: it has no scikit-learn
+now that importance is PED-ANOVA, and the operator must not need it. There is no Docker on the test machines, so the test reads the
 Dockerfile and does what it says: the files its COPY lines copy, into a fresh virtual
 environment, with its `pip install` line (wheels may come from pip's cache).
 """
@@ -88,7 +89,13 @@ def test_the_operator_installed_as_the_image_installs_it_finishes_a_study_with_i
     image_python: Path, operator: Operator, studies: Studies
 ) -> None:
     where = subprocess.run(
-        [image_python, "-c", "import kubetune, sklearn; print(kubetune.__file__)"],
+        [
+            image_python,
+            "-c",
+            "import importlib.util, kubetune; "
+            "assert importlib.util.find_spec('sklearn') is None, 'scikit-learn in the image'; "
+            "print(kubetune.__file__)",
+        ],
         cwd=image_python.parent,
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         capture_output=True,

@@ -11,12 +11,13 @@ import asyncio
 import copy
 import itertools
 import json
+import time
 from collections import Counter
 from typing import Any
 
 from kubetune import metrics, render
 from kubetune.cache import Cache, JobRecord, PodRecord, TrialRecord
-from kubetune.reconcile import Reconciler, Settings, _with_removals
+from kubetune.reconcile import IMPORTANCE_CPU_SHARE, Reconciler, Settings, _with_removals
 
 NS, NAME = "team-a", "s"
 KEY = (NS, NAME)
@@ -207,6 +208,29 @@ def test_whole_study_runs_to_success_with_few_requests_per_trial() -> None:
     assert per_trial["patch Trial"] == 1, "the result is one write (the pod went straight to done)"
 
 
+def test_running_trials_cost_no_writes_as_their_gpu_time_grows() -> None:
+    """At 2,000 running trials a write per trial per minute of GPU time was most of the
+    operator's API traffic: a running trial is written when it starts and when it ends."""
+    gpu = {"name": "c", "image": "i", "resources": {"limits": {"nvidia.com/gpu": 1}}}
+    h = Harness(study(trialTemplate={"template": {"spec": {"containers": [gpu]}}}))
+    h.run()
+    for job in h.jobs().values():
+        h.cache.put(pod(job, "Running", rv=5))
+    h.run()
+    assert {t["status"]["phase"] for t in h.trials().values()} == {"Running"}
+    writes = Counter(h.kube.requests)
+    for _ in range(3):  # every pass sees more GPU-seconds (the pods started long ago)
+        h.run()
+    assert h.kube.requests["patch Trial"] == writes["patch Trial"], "no Trial rewritten"
+    assert h.kube.requests["patch Study"] == writes["patch Study"], (
+        "the Study's GPU-hours wait for the minute"
+    )
+    h.cache.put(pod(h.jobs()["s-0"], "Succeeded", json.dumps({"metrics": {"acc": 0.5}}), rv=9))
+    h.run()
+    done = h.trials()["s-0"]["status"]
+    assert done["phase"] == "Completed" and done["gpuSeconds"] > 0, "final GPU-seconds written"
+
+
 def test_a_recorded_stop_whose_job_survived_is_cleaned_up_on_the_next_pass() -> None:
     """The operator died between writing a stop and deleting the Job: level-triggered."""
     h = Harness(study())
@@ -319,3 +343,30 @@ def test_warm_start_learns_from_a_snapshot_that_outlives_its_source() -> None:
     assert model.warm == 3 and model.learned() == 1
     assert [t.params["x"] for t in model.study.trials[:3]] == [0.2, 0.4, 0.6]
     assert h.kube.requests["create ConfigMap"] == 1, "the snapshot is taken once"
+
+
+def test_importance_refits_of_all_studies_keep_to_their_share_of_a_core() -> None:
+    """Refits during Studies take turns, each waiting long enough after the last that
+    refits use at most IMPORTANCE_CPU_SHARE of a core however many Studies run."""
+    h = Harness(study())
+    starts: list[float] = []
+
+    async def fake_run(pool: Any, fn: Any, *args: Any) -> dict[str, float]:
+        starts.append(time.monotonic())
+        await asyncio.sleep(0.05)  # a refit's CPU time
+        return {"x": 1.0}
+
+    h.rec.lanes.run = fake_run  # type: ignore[method-assign]
+
+    class Model:
+        def completed(self) -> list[Any]:
+            return []
+
+    async def three_studies() -> None:
+        refit = h.rec._throttled_refit
+        await asyncio.gather(*(refit(["minimize"], Model()) for _ in range(3)))  # type: ignore[arg-type]
+
+    asyncio.run(three_studies())
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(gaps) == 2
+    assert all(g >= 0.05 / IMPORTANCE_CPU_SHARE for g in gaps), gaps

@@ -536,21 +536,30 @@ def importance(
     directions: Sequence[Literal["minimize", "maximize"]],
     trials: Sequence[optuna.trial.FrozenTrial],
 ) -> dict[str, float]:
-    """fANOVA importance of each parameter; {} until there is enough to say.
+    """PED-ANOVA importance of each parameter; {} until there is enough to say.
 
-    Runs on a copy of the trials in a study of its own, so a refit (seconds, a
-    random forest) never holds the live study while the sampler needs it.
+    PED-ANOVA (Watanabe et al., 2023) asks how differently each parameter is spread
+    in the best trials than in all of them. It replaced fANOVA here because a fANOVA
+    refit fits a random forest: ~1 s of CPU per 100-trial Study and a worker that
+    grew ~5 MB per refit (bench/importance_memory.py); PED-ANOVA takes ~20 ms, holds
+    nothing between refits, and needs no scikit-learn. The ranking it gives agrees
+    with fANOVA's on the benchmark's studies.
+
+    Runs on a copy of the trials in a study of its own, so a refit never holds the
+    live study while the sampler needs it.
     """
     if len(trials) < 4 or len(directions) > 1:
         return {}
     study = optuna.create_study(directions=list(directions))
     study.add_trials(trials)
     try:
-        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-        scores = optuna.importance.get_param_importances(study, evaluator=evaluator)
-    except (ImportError, RuntimeError, ValueError) as e:
-        # Too little variety so far (one distinct value per parameter), or scikit-learn
-        # missing from the operator's environment: no importance, never a failed pass.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+            scores = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except (RuntimeError, ValueError) as e:
+        # Too little variety so far (one distinct value per parameter): no importance
+        # yet, never a failed pass.
         log.debug("no importance: %s", e)
         return {}
     return {k: round(float(v), 4) for k, v in scores.items()}
