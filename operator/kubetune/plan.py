@@ -459,6 +459,11 @@ def plan(
         # and no trial is created until it is gone (the next one would reuse its name).
         actions = [a for a in actions if not isinstance(a, CreateTrials)]
         actions += [DeleteJob(name, orphan=True) for name in ctx.orphans]
+    # ...and the trials it creates: the next pass, which sees them, then has nothing new
+    # to write (one Study status write per trial turnover, not two).
+    created = [a for a in actions if isinstance(a, CreateTrials)]
+    counts["running"] += sum(c.count for c in created)
+    created_search = sum(c.count for c in created if c.source != "repeat")
     if phase == "Running" and budget.timeout_seconds:
         until_deadline = max(0.0, deadline - now.timestamp())
         requeue = until_deadline if requeue is None else min(requeue, until_deadline)
@@ -476,7 +481,7 @@ def plan(
         now,
     )
     budget_status: dict[str, Any] = {
-        "trialsUsed": len(search),
+        "trialsUsed": len(search) + created_search,
         "maxTrials": max_trials,
         "gpuHoursUsed": round(gpu.used_seconds / 3600.0, 6),
         "failedTrials": counts["failed"],

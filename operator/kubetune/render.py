@@ -129,6 +129,9 @@ def restrict(pod: dict[str, Any]) -> None:
     the operator reports). Privileged containers get no allowPrivilegeEscalation,
     which the API server would reject next to privileged: true.
     """
+    # Not part of the level, but a trial has no business with the API server: no token
+    # mounted unless the template asks for one (this also spares a TokenRequest per pod).
+    pod.setdefault("automountServiceAccountToken", False)
     pod_sc = pod.setdefault("securityContext", {})
     pod_sc.setdefault("runAsNonRoot", True)
     pod_sc.setdefault("seccompProfile", {"type": "RuntimeDefault"})

@@ -2,10 +2,11 @@
 
 The other tests run the operator from the development environment, which has every
 extra installed; a dependency the image lacks (scikit-learn for the importance, once)
-is only found here, as is one the image carries for nothing: it has no scikit-learn
-now that importance is PED-ANOVA, and the operator must not need it. There is no Docker on the test machines, so the test reads the
-Dockerfile and does what it says: the files its COPY lines copy, into a fresh virtual
-environment, with its `pip install` line (wheels may come from pip's cache).
+is only found here. The image has no scikit-learn now that importance is PED-ANOVA,
+and the operator must not need it. There is no Docker on the test machines, so the
+test reads the Dockerfile and does what it says: the files its COPY lines copy, into a
+fresh virtual environment, with its `pip install` line (wheels may come from pip's
+cache).
 """
 
 from __future__ import annotations

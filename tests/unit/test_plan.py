@@ -117,3 +117,13 @@ def test_raising_max_trials_resumes_a_finished_study() -> None:
     assert more.status["completionTime"] is None
     completed = next(c for c in more.status["conditions"] if c["type"] == "Completed")
     assert completed["status"] == "False" and completed["reason"] == "BudgetRaised"
+
+
+def test_the_status_counts_the_trials_the_plan_creates() -> None:
+    """So the pass that sees them created has no Study status to rewrite."""
+    first = plan(spec(), [], {}, 1, CTX)
+    assert first.status["trials"]["running"] == 2
+    assert first.status["budget"]["trialsUsed"] == 2
+    after = plan(spec(), [trial(0), trial(1)], {}, 1, CTX)
+    for part in ("trials", "budget", "progress"):
+        assert after.status[part] == first.status[part], part

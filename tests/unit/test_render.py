@@ -148,6 +148,10 @@ def test_restricted_defaults_fill_gaps_and_never_override() -> None:
         "securityContext": {"runAsNonRoot": False},
     }
     restrict(pod)
+    assert pod["automountServiceAccountToken"] is False, "no API token in trial pods"
+    wants_token = {"automountServiceAccountToken": True, "containers": []}
+    restrict(wants_token)
+    assert wants_token["automountServiceAccountToken"] is True, "the template's choice stays"
     assert pod["securityContext"] == {
         "runAsNonRoot": False,
         "seccompProfile": {"type": "RuntimeDefault"},
