@@ -1,4 +1,5 @@
-"""The operator's worker processes (importance, GP proposals) do not outlive it."""
+"""The operator's worker processes (importance, GP proposals): they never outlive it, and
+they yield the CPU to it."""
 
 from __future__ import annotations
 
@@ -50,3 +51,16 @@ def test_a_sigkilled_operator_leaves_no_worker_process_behind() -> None:
     while any(alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(alive(w) for w in workers), "orphaned workers"
+
+
+def test_workers_run_at_a_lower_cpu_priority_than_the_operator() -> None:
+    """A GP Study's fits must not take CPU from other Studies' trial turnover."""
+    from kubetune.lanes import WORKER_NICENESS, Lanes
+
+    lanes = Lanes()
+    try:
+        for pool in (lanes.background, lanes.remote):
+            worker = pool.submit(os.nice, 0).result(timeout=60)
+            assert worker >= min(os.nice(0) + WORKER_NICENESS, 19)
+    finally:
+        lanes.shutdown()
