@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from kubetune.lanes import WORKER_NICENESS, Lanes
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -55,8 +57,6 @@ def test_a_sigkilled_operator_leaves_no_worker_process_behind() -> None:
 
 def test_workers_run_at_a_lower_cpu_priority_than_the_operator() -> None:
     """A GP Study's fits must not take CPU from other Studies' trial turnover."""
-    from kubetune.lanes import WORKER_NICENESS, Lanes
-
     lanes = Lanes()
     try:
         for pool in (lanes.background, lanes.remote):
