@@ -27,7 +27,7 @@ from typing import Any
 import optuna
 
 from kubetune.adapters.sampling import importance
-from kubetune.lanes import _task, _worker_process
+from kubetune.lanes import _worker_process
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -106,7 +106,7 @@ def main() -> None:
     after, top_after = measure(
         "ped-anova",
         lane,
-        lambda fn, *a: lane.submit(_task, fn, *a),
+        lane.submit,
         importance,
         args.fits,
         args.trials,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import multiprocessing
 import os
 import threading
@@ -21,7 +20,6 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from kubetune.memory import few_malloc_arenas, give_back
 from kubetune.spec import StudySpec
 
 T = TypeVar("T")
@@ -44,9 +42,10 @@ class Lanes:
         self.events = ThreadPoolExecutor(2, thread_name_prefix="events")
         self.fast = ThreadPoolExecutor(4, thread_name_prefix="sampler")
         self.slow = ThreadPoolExecutor(2, thread_name_prefix="sampler-slow")
-        # Importance refits import SciPy (~100 MiB) and hold the GIL while they compute,
-        # which the event loop and the I/O threads need: a process of its own (spawned
-        # lazily, not forked from this threaded one).
+        # Importance refits hold the GIL while they compute, which the event loop and the
+        # I/O threads need, and `optuna.importance` imports scikit-learn and SciPy where
+        # installed (~100 MiB): a process of its own (spawned lazily, not forked from this
+        # threaded one).
         self.background = _worker_process()
         # GP proposals likewise (sampling.propose): a fit is up to seconds of CPU.
         self.remote = _worker_process()
@@ -57,8 +56,6 @@ class Lanes:
 
     async def run(self, pool: Executor, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        if isinstance(pool, ProcessPoolExecutor):
-            return await loop.run_in_executor(pool, functools.partial(_task, fn, *args))
         return await loop.run_in_executor(pool, functools.partial(fn, *args))
 
     def shutdown(self) -> None:
@@ -78,11 +75,10 @@ def _worker_process() -> ProcessPoolExecutor:
 
 
 def _start_worker(parent: int, niceness: int = 0) -> None:
-    """In the worker: lower CPU priority, few malloc arenas, and an exit once the
-    operator is gone.
+    """In the worker: lower CPU priority, and an exit once the operator is gone.
 
-    A SIGKILLed operator cannot shut its pools down, and its workers (150 MB each with
-    SciPy) would live on as orphans; in a container they die with the pod, but
+    A SIGKILLed operator cannot shut its pools down, and its workers (~150 MB each)
+    would live on as orphans; in a container they die with the pod, but
     not under a process supervisor or on the local node (the chaos suite leaked dozens).
     """
 
@@ -92,14 +88,4 @@ def _start_worker(parent: int, niceness: int = 0) -> None:
         os._exit(0)
 
     os.nice(niceness)
-    few_malloc_arenas()
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def _task(fn: Callable[..., T], *args: Any) -> T:
-    """One task in a worker process; what it freed goes back to the system after it."""
-    try:
-        return fn(*args)
-    finally:
-        gc.collect()
-        give_back()

@@ -1,8 +1,8 @@
 """Keeping the operator's memory where its data is (glibc malloc tuning).
 
 glibc gives each thread that allocates its own malloc arena, and keeps freed memory
-in them: with pools of threads parsing JSON (the operator) or fitting forests
-(the importance worker), RSS grows by arenas and fragments, not by data.
+in them: with pools of threads parsing JSON, the operator's RSS grows by arenas and
+fragments, not by data.
 """
 
 from __future__ import annotations
@@ -26,11 +26,3 @@ def few_malloc_arenas() -> None:
     if libc is not None:
         with contextlib.suppress(AttributeError):
             libc.mallopt(M_ARENA_MAX, 2)
-
-
-def give_back() -> None:
-    """Return freed heap memory to the system (after a worker's task)."""
-    libc = _libc()
-    if libc is not None:
-        with contextlib.suppress(AttributeError):
-            libc.malloc_trim(0)

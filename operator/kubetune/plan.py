@@ -24,9 +24,6 @@ from kubetune.lifecycle import JobObservation, PodObservation, TrialStatus, fini
 from kubetune.spec import StudySpec
 from kubetune.timestamps import format_time
 
-# The Study's GPU-hours while trials run are rewritten at most this often: at 2,000
-# running trials any finer figure would be a status write every few milliseconds.
-GPU_HOURS_EVERY_SECONDS = 60.0
 # The Study's status lists at most this many Pareto-optimal trials (all are Trials anyway).
 MAX_PARETO_FRONT = 100
 

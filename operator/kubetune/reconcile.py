@@ -39,7 +39,6 @@ from kubetune.cache import Cache, JobRecord, Key, Snapshot, TrialRecord
 from kubetune.lanes import Lanes
 from kubetune.lifecycle import JobObservation, stopped
 from kubetune.plan import (
-    GPU_HOURS_EVERY_SECONDS,
     Context,
     CreateTrials,
     DeleteJob,
@@ -73,6 +72,9 @@ IMPORTANCE_CPU_SHARE = 0.25
 # A running Study's status (counts, GPU-hours) is rewritten at most this often; a phase
 # or condition change is written at once.
 STATUS_EVERY_SECONDS = 1.0
+# The Study's GPU-hours while trials run are rewritten at most this often: at 2,000
+# running trials any finer figure would be a status write every few milliseconds.
+GPU_HOURS_EVERY_SECONDS = 60.0
 # The same error is told (as an Event) again only after this long.
 ERROR_EVENT_SECONDS = 600.0
 
