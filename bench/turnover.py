@@ -65,6 +65,7 @@ class PodRecord:
     study: str  # "namespace/study"
     job: str
     seen: float
+    bound: float | None = None  # first seen with spec.nodeName (the scheduler's part done)
     running: float | None = None
     terminated: float | None = None
     how: str = ""  # Succeeded | Failed | ContainersTerminated | Deleting | Deleted
@@ -115,6 +116,8 @@ class Recorder:
                 )
             if rec.terminated is not None:
                 return
+            if rec.bound is None and (obj.get("spec") or {}).get("nodeName"):
+                rec.bound = t
             states = [cs.get("state") or {} for cs in status.get("containerStatuses") or []]
             if rec.running is None and (
                 status.get("phase") == "Running" or any("running" in s for s in states)
@@ -325,6 +328,23 @@ def summary(values: Sequence[float]) -> dict[str, float | int | None]:
     }
 
 
+def _stages(pods: Sequence[Mapping[str, Any]], jobs: Mapping[str, Any]) -> dict[str, Any]:
+    """Where the time between a Job created and its pod ending goes, per pod, as seen by
+    this watcher: the job controller (Job -> pod), the scheduler (pod -> bound), the node
+    (bound -> Running) and the pod's own run (Running -> ended; minus the trial's sleep,
+    what starting and ending a process costs). Only pods whose every step was seen live."""
+    steps: dict[str, list[float]] = {"job_to_pod": [], "pod_to_bound": [], "bound_to_running": []}
+    steps["running_to_ended"] = []
+    for p in pods:
+        job = jobs.get(f"{p['study'].split('/', 1)[0]}/{p['job']}")
+        times = [job and job["seen"], p["seen"], p.get("bound"), p["running"], p["terminated"]]
+        if job is None or job["late"] or p["late"] or any(t is None for t in times):
+            continue
+        for name, a, b in zip(steps, times, times[1:], strict=False):
+            steps[name].append(b - a)
+    return {name: summary(values) for name, values in steps.items()}
+
+
 def analyse(raw: Mapping[str, Any], parallelism: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Per-Study and pooled turnover, wall time and idle fraction from the raw records.
 
@@ -362,6 +382,7 @@ def analyse(raw: Mapping[str, Any], parallelism: Mapping[str, int] | None = None
                 start, no_running = p["seen"], no_running + 1
             busy += max(0.0, p["terminated"] - start)
         idle = 1 - busy / (p_used * wall) if wall and p_used else None
+        stages = _stages(pods, raw["jobs"])
         how: dict[str, int] = {}
         for p in pods:
             how[p["how"] or "not terminated"] = how.get(p["how"] or "not terminated", 0) + 1
@@ -381,6 +402,7 @@ def analyse(raw: Mapping[str, Any], parallelism: Mapping[str, int] | None = None
             "pod_running_s": round(busy, 3),
             "pods_never_seen_running": no_running,
             "idle_fraction": round(idle, 4) if idle is not None else None,
+            "pod_start_stages_s": stages,
             "first_job_monotonic": created[0] if created else None,
             "last_termination_monotonic": ends[-1] if ends else None,
         }

@@ -36,7 +36,7 @@ from kubetune.adapters.sampling import (
     propose,
 )
 from kubetune.cache import Cache, JobRecord, Key, Snapshot, TrialRecord
-from kubetune.lanes import Lanes
+from kubetune.lanes import CreatesFirst, Lanes
 from kubetune.lifecycle import JobObservation, stopped
 from kubetune.plan import (
     Context,
@@ -158,6 +158,7 @@ class Reconciler:
         self.cache = cache or Cache()
         self.prom = Prometheus(settings.prometheus_url) if settings.prometheus_url else None
         self.lanes = Lanes()
+        self.creates_first = CreatesFirst()
         self.models: dict[str, StudyModel] = {}  # by Study uid
         self.specs: dict[str, tuple[int, StudySpec]] = {}  # by Study uid: (generation, spec)
         self.done: set[str] = set()  # Study uids whose last plan finished them
@@ -362,22 +363,31 @@ class Reconciler:
         freed += [time.monotonic()] * len(stopping)
         if freed:
             self.freed.setdefault(uid, []).extend(sorted(freed))
-        for write in trials.writes:
-            if write.trial not in stopping and self._queue_trial_write(key, write) and write.event:
-                self._event(study, write.event)
-        # After the results are on their way: a Study's last pass waits for its final
-        # importance fit, and no trial's result should wait with it.
-        await self._importance(key, uid, model, status, result)
-        critical: list[Awaitable[Any]] = []
-        for action in result.actions:
-            if isinstance(action, CreateTrials):
-                assert model is not None
-                critical.append(self._create_trials(key, spec, study, model, action))
-            elif isinstance(action, StopTrial):
-                critical.append(self._stop(key, by_name[action.trial], action, now))
-            elif isinstance(action, EnsureJob):
-                critical.append(self._ensure_job(key, spec, study, by_name[action.trial]))
-        outcomes = await asyncio.gather(*critical, return_exceptions=True)
+        # The results are queued now but sent once the next trials' creates are out
+        # (CreatesFirst): they compete for the same API server.
+        if creates:
+            self.creates_first.hold()
+        try:
+            for write in trials.writes:
+                queued = write.trial not in stopping and self._queue_trial_write(key, write)
+                if queued and write.event:
+                    self._event(study, write.event)
+            # After the results are on their way: a Study's last pass waits for its final
+            # importance fit, and no trial's result should wait with it.
+            await self._importance(key, uid, model, status, result)
+            critical: list[Awaitable[Any]] = []
+            for action in result.actions:
+                if isinstance(action, CreateTrials):
+                    assert model is not None
+                    critical.append(self._create_trials(key, spec, study, model, action))
+                elif isinstance(action, StopTrial):
+                    critical.append(self._stop(key, by_name[action.trial], action, now))
+                elif isinstance(action, EnsureJob):
+                    critical.append(self._ensure_job(key, spec, study, by_name[action.trial]))
+            outcomes = await asyncio.gather(*critical, return_exceptions=True)
+        finally:
+            if creates:
+                self.creates_first.release()
         errors = [o for o in outcomes if isinstance(o, BaseException)]
         again = any(o is True for o in outcomes)
 
@@ -648,6 +658,7 @@ class Reconciler:
                 write, body = self.trial_wanted.pop(slot)
                 self.trial_inflight[slot] = (write, body)
                 try:
+                    await self.creates_first.wait()
                     await self._write_trial(key, write)
                 except Exception as e:
                     metrics.RECONCILE_ERRORS.inc()
@@ -751,6 +762,7 @@ class Reconciler:
             assumed = (TrialRecord.parse(_assumed(trial)), JobRecord.parse(_assumed(job)))
             for record in assumed:
                 self.cache.put(record)
+            self.creates_first.hold()  # released by _materialize once both creates return
             self._spawn(self._materialize(key, study, trial, job, assumed))
         return False
 
@@ -764,11 +776,14 @@ class Reconciler:
     ) -> None:
         uid = study["metadata"]["uid"]
         critical = self.lanes.critical
-        results = await asyncio.gather(
-            self.lanes.run(critical, self.kube.create, trial),
-            self.lanes.run(critical, self.kube.create, job),
-            return_exceptions=True,
-        )
+        try:
+            results = await asyncio.gather(
+                self.lanes.run(critical, self.kube.create, trial),
+                self.lanes.run(critical, self.kube.create, job),
+                return_exceptions=True,
+            )
+        finally:
+            self.creates_first.release()
         created, made = results
         if isinstance(made, dict):
             self.cache.put(JobRecord.parse(made))
@@ -834,6 +849,7 @@ class Reconciler:
         self.status_writing.add(key)
         try:
             while key in self.status_wanted:
+                await self.creates_first.wait()
                 study, status = self.status_wanted.pop(key)
                 meta = study["metadata"]
                 # A merge patch only removes what it sets to null: a best trial whose
@@ -866,6 +882,7 @@ class Reconciler:
 
     async def _cleanup(self, key: Key, action: DeleteJob) -> None:
         try:
+            await self.creates_first.wait()
             await self._delete_job(key, action)
         except Exception as e:
             log.warning("removing the Job of %s: %s; retrying", action.trial, e)

@@ -17,6 +17,7 @@ from typing import Any
 
 from kubetune import metrics, render
 from kubetune.cache import Cache, JobRecord, PodRecord, TrialRecord
+from kubetune.lanes import CreatesFirst
 from kubetune.reconcile import IMPORTANCE_CPU_SHARE, Reconciler, Settings, _with_removals
 
 NS, NAME = "team-a", "s"
@@ -32,6 +33,8 @@ class FakeKube:
         self.rv = itertools.count(100)
         self.fail_next: Exception | None = None
         self.failures = 0  # the next this many creates fail
+        self.order: list[str] = []  # requests as the server received them
+        self.create_seconds = 0.0  # how long a create takes (a busy API server)
 
     def _stamp(self, obj: dict[str, Any]) -> dict[str, Any]:
         obj["metadata"]["resourceVersion"] = str(next(self.rv))
@@ -39,6 +42,8 @@ class FakeKube:
 
     def create(self, body: dict[str, Any]) -> dict[str, Any] | None:
         self.requests[f"create {body['kind']}"] += 1
+        self.order.append(f"create {body['kind']}")
+        time.sleep(self.create_seconds)
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
@@ -57,6 +62,7 @@ class FakeKube:
         self, kind: str, namespace: str, name: str, status: dict[str, Any]
     ) -> dict[str, Any] | None:
         self.requests[f"patch {kind}"] += 1
+        self.order.append(f"patch {kind}")
         obj = self.objects.get((kind, name))
         if obj is None:
             return None
@@ -65,6 +71,7 @@ class FakeKube:
 
     def delete(self, kind: str, namespace: str, name: str, grace: int | None = None) -> None:
         self.requests[f"delete {kind}"] += 1
+        self.order.append(f"delete {kind}")
         self.objects.pop((kind, name), None)
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -179,6 +186,35 @@ def test_a_finished_pod_frees_its_slot_records_the_result_and_removes_its_job() 
     assert "s-0" not in h.jobs(), "a recorded trial's Job is removed (retention 0)"
     assert "s-0" in h.trials(), "the Trial stays"
     assert h.kube.requests["event TrialCompleted"] == 0, "routine: no Event"
+
+
+def test_the_next_trials_creates_go_out_before_the_finished_ones_writes() -> None:
+    """On a busy API server the result write and the Job removal (and the Study status)
+    compete with the next trial's creates; the creates decide how long a GPU sits idle."""
+    h = Harness(study())
+    h.run()
+    h.kube.create_seconds = 0.05
+    h.kube.order.clear()
+    h.finish("s-0", 0.7)
+    h.run()
+    order = h.kube.order
+    creates = [i for i, r in enumerate(order) if r.startswith("create")]
+    others = [i for i, r in enumerate(order) if not r.startswith("create")]
+    assert sorted(order[i] for i in creates) == ["create Job", "create Trial"]
+    assert {order[i] for i in others} >= {"patch Trial", "delete Job"}
+    assert max(creates) < min(others), order
+    assert h.trials()["s-0"]["status"]["phase"] == "Completed", "the result still lands"
+
+
+def test_background_writes_wait_for_creates_only_so_long() -> None:
+    async def scenario() -> float:
+        gate = CreatesFirst(limit=0.05)
+        gate.hold()  # a create that never returns
+        t = time.monotonic()
+        await gate.wait()
+        return time.monotonic() - t
+
+    assert 0.04 <= asyncio.run(scenario()) < 1.0, "a stuck create delays writes, boundedly"
 
 
 def test_failed_trials_keep_their_job_for_the_retention_time() -> None:

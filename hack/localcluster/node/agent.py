@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 
 from localcluster.node.runner import PodRunner
 from localcluster.node.volumes import decode_secret
@@ -407,34 +408,46 @@ class Agent:
         with self.lock:
             self.runners.pop(meta["uid"], None)
 
-    def watch_pods(self) -> None:
-        """List, then watch from the list's resourceVersion; relist on expiry."""
+    def watch_pods(self, node: str) -> None:
+        """List, then watch from the list's resourceVersion; relist on expiry.
+
+        As the kubelet does: only the pods bound to `node` (a server-side field
+        selector), read as plain JSON. Every pod event reaches this one thread on the way
+        from a pod bound to its process started, so it neither sees the cluster's other
+        pods nor turns each event into client model objects it would not use."""
+        selector = f"spec.nodeName={node}"
         while not self.stopping.is_set():
             try:
-                raw = self.core.list_pod_for_all_namespaces(_preload_content=False)
+                raw = self.core.list_pod_for_all_namespaces(
+                    field_selector=selector, _preload_content=False
+                )
                 listing = json.loads(raw.data)
                 for item in listing["items"]:
                     self.on_pod("ADDED", item)
-                rv = listing["metadata"]["resourceVersion"]
-                w = watch.Watch()
-                for event in w.stream(
-                    self.core.list_pod_for_all_namespaces,
-                    resource_version=rv,
-                    timeout_seconds=300,
+                resp = self.core.list_pod_for_all_namespaces(
+                    field_selector=selector,
+                    resource_version=listing["metadata"]["resourceVersion"],
                     allow_watch_bookmarks=True,
-                ):
-                    if self.stopping.is_set():
-                        w.stop()
-                        break
-                    if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
-                        self.on_pod(event["type"], event["raw_object"])
-            except ApiException as e:
-                if e.status != 410:
-                    log(f"pod watch: {e.status} {e.reason}; relisting")
-                    time.sleep(1)
+                    timeout_seconds=300,
+                    watch=True,
+                    _preload_content=False,
+                )
+                try:
+                    for line in iter_resp_lines(resp):
+                        if self.stopping.is_set():
+                            break
+                        event = json.loads(line)
+                        if event["type"] == "ERROR":  # 410 Gone and the like: relist
+                            status = event["object"]
+                            log(f"pod watch on {node}: {status.get('code')} {status.get('reason')}")
+                            break
+                        if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                            self.on_pod(event["type"], event["object"])
+                finally:
+                    resp.release_conn()
             except Exception as e:
                 if not self.stopping.is_set():
-                    log(f"pod watch: {type(e).__name__}: {e}; relisting")
+                    log(f"pod watch on {node}: {type(e).__name__}: {e}; relisting")
                     time.sleep(1)
 
     def shutdown(self, *_: object) -> None:
@@ -455,7 +468,10 @@ def run(nodes: list[NodeSpec]) -> None:
     signal.signal(signal.SIGINT, agent.shutdown)
     agent.register()
     threading.Thread(target=agent.heartbeat, name="heartbeat", daemon=True).start()
-    threading.Thread(target=agent.watch_pods, name="pod-watch", daemon=True).start()
+    for node in agent.nodes:
+        threading.Thread(
+            target=agent.watch_pods, args=(node,), name=f"pod-watch-{node}", daemon=True
+        ).start()
     agent.stopping.wait()
     log("stopping: terminating every pod")
     agent.stop_all_pods()
