@@ -42,8 +42,8 @@ binaries: ## build (once, cached in ~/.cache/kubetune) Kubernetes, Prometheus, H
 	@bash hack/build-helm.sh >/dev/null
 	@bash hack/build-kwok.sh >/dev/null
 
-cluster: setup ## start the local cluster (kubeconfig: .localcluster/kubeconfig)
-	@$(LOCAL) up
+cluster: setup ## start the local cluster; ADDONS="kueue jobset" starts those controllers too
+	@$(LOCAL) up --addons "$(ADDONS)"
 
 cluster-down: ## stop everything the local cluster started
 	@test ! -x $(PY) || $(LOCAL) down

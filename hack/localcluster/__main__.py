@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from localcluster import cluster
+from localcluster import addons, cluster
 from localcluster.prometheus import DEFAULT_SCRAPE_INTERVAL
 from localcluster.state import Layout
 
@@ -26,6 +26,12 @@ def main() -> int:
     up.add_argument(
         "--kwok-gpus-per-node", type=int, default=8, help="GPUs per KWOK node (default 8)"
     )
+    up.add_argument(
+        "--addons",
+        default="",
+        help="add-ons to start too, comma-separated: kueue, jobset (built once from their "
+        "Go modules; default: none)",
+    )
     sub.add_parser("down", help="stop every process the cluster started")
     sub.add_parser("status", help="show each component's PID")
     sub.add_parser("binaries", help="build or find the Kubernetes binaries; print their dir")
@@ -38,6 +44,7 @@ def main() -> int:
                 scrape_interval=args.scrape_interval,
                 kwok_nodes=args.kwok_nodes,
                 kwok_gpus_per_node=args.kwok_gpus_per_node,
+                addon_names=addons.parse(args.addons),
             )
         elif args.command == "down":
             cluster.down()
@@ -48,7 +55,7 @@ def main() -> int:
             for name, pid in cluster.status(layout).items():
                 print(f"{name:24} {'running, pid ' + str(pid) if pid else 'stopped'}")
             return 0 if cluster.is_healthy(layout) else 1
-    except cluster.ClusterError as e:
+    except (cluster.ClusterError, ValueError) as e:
         print(f"localcluster: ERROR: {e}", file=sys.stderr)
         return 1
     return 0

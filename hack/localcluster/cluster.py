@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from localcluster import kwok, pki, procs
+from localcluster import addons, kwok, pki, procs
 from localcluster.prometheus import DEFAULT_SCRAPE_INTERVAL, render_config
 from localcluster.state import KUBE_VERSION, ClusterInfo, Layout, Ports, repo_root
 
@@ -34,6 +34,9 @@ from localcluster.state import KUBE_VERSION, ClusterInfo, Layout, Ports, repo_ro
 COMPONENTS = (
     "localnode",
     "kwok",
+    # Add-ons stop before the API server; their webhooks go with the cluster.
+    "kueue",
+    "jobset",
     "prometheus",
     "kube-scheduler",
     "kube-controller-manager",
@@ -42,7 +45,7 @@ COMPONENTS = (
 )
 # Started only on request (up --kwok-nodes, or kwok_up beside a running cluster): a
 # cluster without them is complete, and `status` lists them only while in use.
-OPTIONAL = frozenset({"kwok"})
+OPTIONAL = frozenset({"kwok", "kueue", "jobset"})
 
 
 class ClusterError(RuntimeError):
@@ -206,12 +209,13 @@ def up(
     scrape_interval: str = DEFAULT_SCRAPE_INTERVAL,
     kwok_nodes: int = 0,
     kwok_gpus_per_node: int = 8,
+    addon_names: list[str] | None = None,
     layout: Layout | None = None,
 ) -> ClusterInfo:
     """Start the cluster and return once it is ready; on any failure stop what started.
 
     With kwok_nodes, KWOK and that many simulated GPU nodes come up too; on a running
-    cluster they are added beside it (kwok_up).
+    cluster they are added beside it (kwok_up). Likewise the add-ons named (addons_up).
     """
     layout = layout or Layout()
     if is_healthy(layout):
@@ -219,6 +223,8 @@ def up(
         log(f"already running: {info.apiserver_url} (kubeconfig {layout.kubeconfig})")
         if kwok_nodes:
             kwok_up(nodes=kwok_nodes, gpus_per_node=kwok_gpus_per_node, layout=layout)
+        if addon_names:
+            addons_up(addon_names, layout=layout)
         return info
     if any(status(layout).values()):
         log("a previous cluster is partly running; stopping it first")
@@ -229,6 +235,8 @@ def up(
         )
         if kwok_nodes:
             kwok_up(nodes=kwok_nodes, gpus_per_node=kwok_gpus_per_node, layout=layout)
+        if addon_names:
+            addons_up(addon_names, layout=layout)
         return info
     except BaseException:
         log("start-up failed; stopping the components that did start")
@@ -507,6 +515,83 @@ def kwok_up(*, nodes: int, gpus_per_node: int, layout: Layout | None = None) -> 
     _wait(f"{nodes} KWOK node(s) to be Ready", ready, 60, "kwok", layout)
     log(f"{nodes} simulated GPU node(s) ready ({kwok.NODE_PREFIX}*, {gpus_per_node} GPUs each)")
     return names
+
+
+def addons_up(names: list[str], *, layout: Layout | None = None) -> None:
+    """Start the named add-ons (kueue, jobset) beside the running cluster, each once:
+    build it (cached), start its controller, apply its CRDs, and register its webhooks
+    only once they answer (a Job create must never meet a webhook that is not there)."""
+    layout = layout or Layout()
+    info = ClusterInfo.load(layout.cluster_json)
+    bindir = binaries()
+    kubectl = [str(bindir / "kubectl"), f"--kubeconfig={layout.kubeconfig}"]
+    client = Client(layout)
+    for name in addons.parse(",".join(names)):
+        if procs.recorded_pid(layout.pidfile(name)) is not None:
+            log(f"{name} already running")
+            continue
+        t0 = time.monotonic()
+        try:
+            others = {a for a in addons.ADDONS if procs.recorded_pid(layout.pidfile(a)) is not None}
+            started = addons.start(
+                name, layout, info, lambda n, argv, env: _start(layout, n, argv, env), others
+            )
+        except RuntimeError as e:
+            raise ClusterError(str(e)) from None
+        crds, hooks = addons.manifests(name, started)
+        result = subprocess.run(
+            [*kubectl, "apply", "--server-side", "--force-conflicts"]
+            + [f"--filename={c}" for c in crds],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ClusterError(f"applying {name}'s CRDs failed: {result.stderr.strip()[-2000:]}")
+        health = f"http://127.0.0.1:{started['ports']['health']}/readyz"
+
+        def ready(url: str = health) -> tuple[bool, str]:
+            code, body = client.get(url)
+            return code == 200, f"{code} {body.decode(errors='replace')[:200]}"
+
+        _wait(f"{name} /readyz", ready, 120, name, layout)
+        _wait(f"{name}'s webhook server", _serving(started["ports"]["webhook"]), 60, name, layout)
+        _kubectl_apply(layout, bindir, hooks)
+        log(f"{name} ready in {time.monotonic() - t0:.1f}s (log {layout.log(name)})")
+
+
+def addons_down(names: list[str], *, layout: Layout | None = None) -> None:
+    """Stop the named add-ons and unregister their webhooks (first: a webhook whose
+    server is gone fails every create it intercepts); their CRDs and objects stay."""
+    layout = layout or Layout()
+    kubectl = [str(binaries() / "kubectl"), f"--kubeconfig={layout.kubeconfig}"]
+    for name in addons.parse(",".join(names)):
+        for kind in ("mutating", "validating"):
+            subprocess.run(
+                [
+                    *kubectl,
+                    "delete",
+                    f"{kind}webhookconfiguration",
+                    f"{name}-{kind}-webhook-configuration",  # as addons.webhook_configurations
+                    "--ignore-not-found",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        if procs.stop(layout.pidfile(name)):
+            log(f"stopped {name}")
+
+
+def _serving(port: int) -> Callable[[], tuple[bool, str]]:
+    def check() -> tuple[bool, str]:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True, ""
+        except OSError as e:
+            return False, str(e)
+
+    return check
 
 
 def kwok_down(layout: Layout | None = None) -> None:

@@ -125,6 +125,18 @@ def ensure_pki(pki: Path) -> None:
     (pki / "complete").write_text("ok\n")
 
 
+def serving(pki: Path, name: str, sans: str) -> None:
+    """A serving certificate `name`.crt/.key from the cluster CA (add-on webhooks)."""
+    _signed(
+        pki,
+        "ca",
+        name,
+        f"/CN={name}",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+        f"extendedKeyUsage=serverAuth\nsubjectAltName={sans}\n",
+    )
+
+
 def write_kubeconfig(path: Path, server: str, pki: Path, client: str) -> None:
     """A kubeconfig that references the certificate files by absolute path."""
     path.write_text(

@@ -105,6 +105,7 @@ class JobRecord:
                 backoff_limit=int(spec.get("backoffLimit") or 0),
                 failed_reason=failed.get("reason") if failed else None,
                 failed_message=failed.get("message") if failed else None,
+                suspended=bool(spec.get("suspend")),
             ),
             deleting=bool(meta.get("deletionTimestamp")),
             rv=_rv(meta),

@@ -1,6 +1,7 @@
 """A trial's life as a pure function: observations in, the Trial's status out.
 
-Pending -> Running -> Completed | Pruned | Failed. Terminal phases are sticky.
+Pending -> Running -> Completed | Pruned | Failed. Terminal phases are sticky. With a
+Kueue queue a trial is Waiting while its Job is suspended (not admitted yet).
 Every non-success has a reason: Error (non-zero exit), Diverged (NaN or infinite
 objective), MetricsMissing (succeeded without reporting the objective),
 JobFailed (the Job failed without a pod result, e.g. a deadline), Pruned, Stopped.
@@ -54,6 +55,7 @@ class JobObservation:
     backoff_limit: int = 0
     failed_reason: str | None = None  # the Job's Failed condition, if any
     failed_message: str | None = None
+    suspended: bool = False  # spec.suspend: waiting for a queue (Kueue) to admit it
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,12 @@ def observe(
     st.intermediate = merge_intermediate(st.intermediate, scraped)
     if st.terminal:
         return st
+    if job.exists and not job.failed_reason:
+        if job.suspended and not any(p.phase == "Running" and not p.deleting for p in pods):
+            st.phase = "Waiting"  # no pod runs before admission: no GPU time either
+            return st
+        if st.phase == "Waiting":
+            st.phase = "Pending"  # admitted: its pod is on the way
     if not job.exists or not pods:
         if job.failed_reason:
             return _fail(st, "JobFailed", f"{job.failed_reason}: {job.failed_message or ''}", now)

@@ -45,5 +45,5 @@ def record_study(uid: str, phase: str | None, trials: dict[str, int] | None) -> 
         _trials[uid] = dict(trials or {})
     for p in ("Pending", "Running", "Succeeded", "Failed"):
         STUDIES.labels(phase=p).set(sum(v == p for v in _phases.values()))
-    for state in ("running", "completed", "pruned", "failed", "diverged"):
+    for state in ("running", "waiting", "completed", "pruned", "failed", "diverged"):
         TRIALS.labels(state=state).set(sum(t.get(state, 0) for t in _trials.values()))

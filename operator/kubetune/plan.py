@@ -262,6 +262,7 @@ def _counts(trials: list[TrialView]) -> dict[str, int]:
     phases = [t.status.phase for t in trials]
     return {
         "running": sum(p in ("Pending", "Running") for p in phases),
+        "waiting": phases.count("Waiting"),
         "completed": phases.count("Completed"),
         "pruned": phases.count("Pruned"),
         "failed": phases.count("Failed"),
@@ -445,8 +446,9 @@ def plan(
             actions += [EnsureJob(t.name) for t in active if not t.has_job]
         events += [_stop_event(a) for a in actions if isinstance(a, StopTrial)]
         # The status written with this plan counts the trials it stops.
+        phase_of = {t.name: t.status.phase for t in trials}
         for stop in (a for a in actions if isinstance(a, StopTrial)):
-            counts["running"] -= 1
+            counts["waiting" if phase_of.get(stop.trial) == "Waiting" else "running"] -= 1
             counts["failed" if stop.phase == "Failed" else "pruned"] += 1
             counts["diverged"] += stop.reason == "Diverged"
     cleanup, requeue = _cleanup(trials, ctx)
@@ -459,7 +461,8 @@ def plan(
     # ...and the trials it creates: the next pass, which sees them, then has nothing new
     # to write (one Study status write per trial turnover, not two).
     created = [a for a in actions if isinstance(a, CreateTrials)]
-    counts["running"] += sum(c.count for c in created)
+    # (Behind a queue, a new trial's Job is created suspended: it starts out Waiting.)
+    counts["waiting" if spec.queue_name else "running"] += sum(c.count for c in created)
     created_search = sum(c.count for c in created if c.source != "repeat")
     if phase == "Running" and budget.timeout_seconds:
         until_deadline = max(0.0, deadline - now.timestamp())

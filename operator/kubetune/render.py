@@ -23,6 +23,7 @@ LABEL_STUDY = f"{GROUP}/study"
 LABEL_TRIAL = f"{GROUP}/trial"
 LABEL_NUMBER = f"{GROUP}/trial-number"
 LABEL_SCRAPE = f"{GROUP}/scrape"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kubetune"}
 DEFAULT_METRICS_PORT = 9090
 # Job and pod names become label values (job-name), which are limited to 63 characters.
@@ -176,13 +177,20 @@ def render_job(
         path = container.get("terminationMessagePath")
         if path and "KUBETUNE_TERMINATION_LOG" not in own:
             container["env"].append({"name": "KUBETUNE_TERMINATION_LOG", "value": path})
+    job_labels = labels(ident)
+    if spec.queue_name:
+        # Created suspended, as Kueue's own webhook would make it: Kueue unsuspends the
+        # Job when it admits it. Suspending here too means that no pod can start before
+        # admission even if the webhook is not there.
+        job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
+        job_spec["suspend"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": ident.name,
             "namespace": ident.namespace,
-            "labels": labels(ident),
+            "labels": job_labels,
             "ownerReferences": [owner.reference()],
         },
         "spec": job_spec,

@@ -182,6 +182,7 @@ class StudySpec(_Model):
     repeat_best: RepeatBest | None = None
     warm_start: WarmStart | None = None
     enqueue: list[dict[str, Any]] = Field(default_factory=list)
+    queue_name: str | None = None  # a Kueue LocalQueue: trial Jobs wait for its admission
 
     @property
     def all_objectives(self) -> list[Objective]:

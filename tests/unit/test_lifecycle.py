@@ -168,3 +168,21 @@ def test_intermediate_values_stay_bounded_and_keep_the_newest() -> None:
     assert points[0] == (1, 0.1), "the curve still starts at the start"
     assert [s for s, _ in points[-KEEP_NEWEST:]] == list(range(20_001 - KEEP_NEWEST, 20_001))
     assert [s for s, _ in points] == sorted({s for s, _ in points})
+
+
+def test_a_trial_waits_while_its_job_is_not_admitted_and_counts_no_gpu_time() -> None:
+    suspended = JobObservation(exists=True, suspended=True)
+    waiting = run([], job=suspended, seconds=600)
+    assert waiting.phase == "Waiting"
+    assert waiting.gpu_seconds == 0.0 and waiting.start_time is None
+    admitted = run([], current=waiting, job=JOB)
+    assert admitted.phase == "Pending", "admitted: its pod is on the way"
+    st = run([pod("Running")], current=admitted)
+    assert st.phase == "Running" and st.start_time == T0
+    assert st.gpu_seconds == 120.0, "GPU time counts from the pod's start, not from waiting"
+    assert run([pod("Succeeded", report(acc=0.9), code=0)], current=st).phase == "Completed"
+
+
+def test_a_job_suspended_while_its_pod_still_runs_is_running_until_the_pod_goes() -> None:
+    suspended = JobObservation(exists=True, suspended=True)
+    assert run([pod("Running")], job=suspended).phase == "Running"

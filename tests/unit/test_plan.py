@@ -69,6 +69,7 @@ def test_all_trials_finished_is_success_with_best_trial() -> None:
     assert p.status["bestTrial"]["name"] == "s-1"  # ties go to the earlier trial
     assert p.status["trials"] == {
         "running": 0,
+        "waiting": 0,
         "completed": 4,
         "pruned": 0,
         "failed": 1,
@@ -127,3 +128,15 @@ def test_the_status_counts_the_trials_the_plan_creates() -> None:
     after = plan(spec(), [trial(0), trial(1)], {}, 1, CTX)
     for part in ("trials", "budget", "progress"):
         assert after.status[part] == first.status[part], part
+
+
+def test_waiting_trials_are_submitted_but_not_running() -> None:
+    """Behind a Kueue queue parallelism is the most trials submitted, admitted or not."""
+    queued = spec().model_copy(update={"queue_name": "gpus"})
+    first = plan(queued, [], {}, 1, CTX)
+    assert first.status["trials"]["waiting"] == 2 and first.status["trials"]["running"] == 0
+    p = plan(queued, [trial(0, "Waiting"), trial(1, "Running")], {}, 1, CTX)
+    assert p.actions == [], "waiting trials take their parallelism slot"
+    assert p.status["trials"]["waiting"] == 1 and p.status["trials"]["running"] == 1
+    after = plan(queued, [trial(0, "Waiting"), trial(1, "Waiting")], {}, 1, CTX)
+    assert after.status["trials"] == first.status["trials"], "no rewrite when they appear"

@@ -168,3 +168,14 @@ def test_jobs_are_restricted_unless_switched_off() -> None:
     off = render_job(SPEC, IDENT, params, OWNER, restricted=False)["spec"]["template"]["spec"]
     assert on["securityContext"]["runAsNonRoot"] is True
     assert "securityContext" not in off
+
+
+def test_a_queued_studys_jobs_are_created_suspended_with_kueues_queue_label() -> None:
+    queued = SPEC.model_copy(update={"queue_name": "team-a-gpus"})
+    params = {"optimizer": "adam", "lr": 0.01, "nesterov": True}
+    job = render_job(queued, IDENT, params, OWNER)
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a-gpus"
+    assert job["spec"]["suspend"] is True, "no pod may start before Kueue admits the Job"
+    plain = render_job(SPEC, IDENT, params, OWNER)
+    assert "kueue.x-k8s.io/queue-name" not in plain["metadata"]["labels"]
+    assert "suspend" not in plain["spec"]
