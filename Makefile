@@ -17,7 +17,7 @@ export KUBECONFIG ?= $(if $(wildcard $(LOCAL_KUBECONFIG)),$(LOCAL_KUBECONFIG),$(
 KUBECTL    = $(shell bash hack/build-k8s.sh 2>/dev/null)/kubectl
 PROM_URL   = $(shell cat .localcluster/prometheus-url 2>/dev/null)
 
-.PHONY: help setup system-deps python-deps binaries cluster cluster-down cluster-status \
+.PHONY: help setup system-deps python-deps binaries addons cluster cluster-down cluster-status \
         install uninstall run demo test chaos unit lint bench bench-scale clean chart-crds
 
 help: ## list the targets
@@ -64,8 +64,11 @@ run: python-deps ## run the operator against the current cluster (Prometheus URL
 demo: setup ## the demo: local cluster, CRDs, operator, examples/digits-study.yaml to the end
 	PYTHONPATH=hack $(PY) hack/demo.py
 
-test: setup ## run all tests; starts the local cluster if it is not running, stops it after
+test: setup addons ## run all tests; starts the local cluster if it is not running, stops it after
 	$(PY) -m pytest
+
+addons: ## build (once, cached) the cluster add-ons the tests start: Kueue
+	@bash hack/build-addon.sh kueue >/dev/null
 
 chaos: setup ## the full reliability suite (~12 min; make test runs a short form): bench/results/chaos.json
 	KUBETUNE_CHAOS=full $(PY) -m pytest tests/chaos

@@ -7,9 +7,11 @@
 #   hack/build-addon.sh kueue|jobset [--cached-only]
 #
 # Why these releases: Kueue v0.19.2 and JobSet v0.12.0 are the newest the Go module proxy
-# serves whose go.mod asks for go 1.26.0, which the machine's Go satisfies, and neither
-# go.mod has replace directives (so `go install module@version` works). GOTOOLCHAIN=local
-# so a newer go line never makes Go try to download a toolchain.
+# serves whose go.mod asks for go 1.26.0, which the machine's Go satisfies. They are
+# built inside the downloaded module (`go install module@version` would first read the
+# module's version list for deprecations, which the proxy here refuses: 403), with the
+# module's own go.sum. GOTOOLCHAIN=local so a newer go line never makes Go try to
+# download a toolchain.
 set -euo pipefail
 
 name="${1:?usage: build-addon.sh kueue|jobset [--cached-only]}"
@@ -17,7 +19,7 @@ case "$name" in
   kueue)
     version="${KUEUE_VERSION:-v0.19.2}"
     module="sigs.k8s.io/kueue"
-    package="sigs.k8s.io/kueue/cmd/kueue"
+    package="./cmd/kueue"
     binary="kueue"
     ldflags="-X sigs.k8s.io/kueue/pkg/version.GitVersion=$version"
     webhooks="config/components/webhook/manifests.yaml"
@@ -26,7 +28,7 @@ case "$name" in
   jobset)
     version="${JOBSET_VERSION:-v0.12.0}"
     module="sigs.k8s.io/jobset"
-    package="sigs.k8s.io/jobset"
+    package="."
     binary="jobset"
     ldflags="-X sigs.k8s.io/jobset/pkg/version.GitVersion=$version"
     webhooks="config/components/webhook/manifests.yaml"
@@ -58,16 +60,19 @@ rm -rf "$tmp"
 mkdir -p "$tmp/bin" "$tmp/crds"
 start=$(date +%s)
 log="$DIR/build.log"
-if ! CGO_ENABLED=0 GOTOOLCHAIN=local GOBIN="$tmp/bin" go install -trimpath \
-      -ldflags "-s -w $ldflags" "$package@$version" >"$log" 2>&1; then
+: >"$log"
+if ! src=$(GOTOOLCHAIN=local go mod download -json "$module@$version" 2>>"$log" \
+      | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') || [[ -z "$src" ]]; then
+  tail -30 "$log" >&2
+  echo "build-addon: ERROR: downloading $module@$version failed; full log: $log" >&2
+  exit 1
+fi
+if ! (cd "$src" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=readonly go build -trimpath \
+      -ldflags "-s -w $ldflags" -o "$tmp/bin/$binary" "$package") >>"$log" 2>&1; then
   tail -30 "$log" >&2
   echo "build-addon: ERROR: building $name failed; full log: $log" >&2
   exit 1
 fi
-if [[ "$package" != */cmd/* ]]; then  # `go install sigs.k8s.io/jobset@v` names it jobset
-  [[ -x "$tmp/bin/$binary" ]] || mv "$tmp/bin/"* "$tmp/bin/$binary"
-fi
-src="$(GOTOOLCHAIN=local go env GOMODCACHE)/$module@$version"
 cp "$src"/config/components/crd/bases/*.yaml "$tmp/crds/"
 cp "$src/$webhooks" "$tmp/webhooks.yaml"
 chmod -R u+w "$tmp"

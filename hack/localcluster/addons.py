@@ -186,6 +186,7 @@ def webhook_configurations(
 
 def start(
     name: str,
+    home: Path,
     layout: Layout,
     info: ClusterInfo,
     starter: Callable[[str, list[str], dict[str, str] | None], None],
@@ -193,7 +194,6 @@ def start(
 ) -> dict[str, Any]:
     """Build (once), configure and start one add-on; returns what `install` needs."""
     addon = ADDONS[name]
-    home = build(name)
     workdir = layout.root / "addons" / name
     workdir.mkdir(parents=True, exist_ok=True)
     crt, key = serving_cert(layout)
@@ -228,8 +228,12 @@ def start(
     return {"home": home, "ports": ports, "crt": crt, "others": others}
 
 
-def manifests(name: str, started: dict[str, Any]) -> tuple[list[Path], str]:
-    """The add-on's CRD files, and its webhook configurations as one YAML stream."""
+def crd_files(home: Path) -> list[Path]:
+    return sorted((home / "crds").glob("*.yaml"))
+
+
+def webhooks(name: str, started: dict[str, Any]) -> str:
+    """The add-on's webhook configurations as one YAML stream."""
     home: Path = started["home"]
     # The serving certificate is signed by the cluster's CA: that CA is the bundle.
     ca_bundle = base64.b64encode((started["crt"].parent / "ca.crt").read_bytes()).decode()
@@ -240,4 +244,4 @@ def manifests(name: str, started: dict[str, Any]) -> tuple[list[Path], str]:
         ca_bundle,
         started["others"],
     )
-    return sorted((home / "crds").glob("*.yaml")), yaml.safe_dump_all(hooks)
+    return yaml.safe_dump_all(hooks)

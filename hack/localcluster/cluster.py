@@ -519,7 +519,7 @@ def kwok_up(*, nodes: int, gpus_per_node: int, layout: Layout | None = None) -> 
 
 def addons_up(names: list[str], *, layout: Layout | None = None) -> None:
     """Start the named add-ons (kueue, jobset) beside the running cluster, each once:
-    build it (cached), start its controller, apply its CRDs, and register its webhooks
+    build it (cached), apply its CRDs, start its controller, and register its webhooks
     only once they answer (a Job create must never meet a webhook that is not there)."""
     layout = layout or Layout()
     info = ClusterInfo.load(layout.cluster_json)
@@ -532,22 +532,29 @@ def addons_up(names: list[str], *, layout: Layout | None = None) -> None:
             continue
         t0 = time.monotonic()
         try:
-            others = {a for a in addons.ADDONS if procs.recorded_pid(layout.pidfile(a)) is not None}
-            started = addons.start(
-                name, layout, info, lambda n, argv, env: _start(layout, n, argv, env), others
-            )
+            home = addons.build(name)
         except RuntimeError as e:
             raise ClusterError(str(e)) from None
-        crds, hooks = addons.manifests(name, started)
+        # CRDs first: the controller sets up its watches and indexes at start.
         result = subprocess.run(
             [*kubectl, "apply", "--server-side", "--force-conflicts"]
-            + [f"--filename={c}" for c in crds],
+            + [f"--filename={c}" for c in addons.crd_files(home)],
             capture_output=True,
             text=True,
             check=False,
         )
         if result.returncode != 0:
             raise ClusterError(f"applying {name}'s CRDs failed: {result.stderr.strip()[-2000:]}")
+        subprocess.run(
+            [*kubectl, "wait", "--for=condition=Established", "--timeout=60s"]
+            + [f"--filename={c}" for c in addons.crd_files(home)],
+            capture_output=True,
+            check=False,
+        )
+        others = {a for a in addons.ADDONS if procs.recorded_pid(layout.pidfile(a)) is not None}
+        started = addons.start(
+            name, home, layout, info, lambda n, argv, env: _start(layout, n, argv, env), others
+        )
         health = f"http://127.0.0.1:{started['ports']['health']}/readyz"
 
         def ready(url: str = health) -> tuple[bool, str]:
@@ -556,7 +563,7 @@ def addons_up(names: list[str], *, layout: Layout | None = None) -> None:
 
         _wait(f"{name} /readyz", ready, 120, name, layout)
         _wait(f"{name}'s webhook server", _serving(started["ports"]["webhook"]), 60, name, layout)
-        _kubectl_apply(layout, bindir, hooks)
+        _kubectl_apply(layout, bindir, addons.webhooks(name, started))
         log(f"{name} ready in {time.monotonic() - t0:.1f}s (log {layout.log(name)})")
 
 

@@ -1,0 +1,261 @@
+"""Studies behind Kueue: the real Kueue controller (built from its Go module) admits
+trial Jobs against a ClusterQueue's GPU quota.
+
+The module starts Kueue beside the session's cluster and, at the end, stops it and
+unregisters its webhooks, so the other tests' Jobs never meet them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import watch
+
+from kubetune.timestamps import parse_time
+from localcluster import cluster as localcluster
+from tests.conftest import Cluster, wait_for
+from tests.e2e.conftest import Operator, Studies, script_study
+
+KUEUE = ("kueue.x-k8s.io", "v1beta2")
+TRIAL_SECONDS = 4.0
+
+
+def trial_code(seconds: float) -> str:
+    """Each trial holds one GPU for `seconds` and reports a score."""
+    return f"""
+import sys, time
+from kubetune import trial
+time.sleep({seconds})
+trial.report(1, score=float(sys.argv[2]))
+"""
+
+
+@pytest.fixture(scope="module")
+def kueue(cluster: Cluster) -> Iterator[None]:
+    try:
+        localcluster.addons_up(["kueue"], layout=cluster.layout)
+    except localcluster.ClusterError as e:
+        pytest.fail(f"Kueue did not start: {e}")
+    yield
+    localcluster.addons_down(["kueue"], layout=cluster.layout)
+
+
+def queue_objects(name: str, gpus: int, namespaces: list[str], cohort: str | None = None) -> str:
+    """A ResourceFlavor, a ClusterQueue of `gpus` GPUs and a LocalQueue per namespace."""
+    cq: dict[str, Any] = {
+        "apiVersion": "/".join(KUEUE),
+        "kind": "ClusterQueue",
+        "metadata": {"name": name},
+        "spec": {
+            "namespaceSelector": {},
+            "resourceGroups": [
+                {
+                    "coveredResources": ["nvidia.com/gpu"],
+                    "flavors": [
+                        {
+                            "name": "default-flavor",
+                            "resources": [{"name": "nvidia.com/gpu", "nominalQuota": str(gpus)}],
+                        }
+                    ],
+                }
+            ],
+        },
+    }
+    if cohort:
+        cq["spec"]["cohortName"] = cohort
+    docs: list[dict[str, Any]] = [
+        {
+            "apiVersion": "/".join(KUEUE),
+            "kind": "ResourceFlavor",
+            "metadata": {"name": "default-flavor"},
+        },
+        cq,
+    ]
+    docs += [
+        {
+            "apiVersion": "/".join(KUEUE),
+            "kind": "LocalQueue",
+            "metadata": {"name": "tuning", "namespace": ns},
+            "spec": {"clusterQueue": name},
+        }
+        for ns in namespaces
+    ]
+    return yaml.safe_dump_all(docs)
+
+
+def queued_study(
+    name: str, max_trials: int, parallelism: int, seconds: float = TRIAL_SECONDS
+) -> dict[str, Any]:
+    study = script_study(name, trial_code(seconds), max_trials, parallelism)
+    study["spec"]["queueName"] = "tuning"
+    container = study["spec"]["trialTemplate"]["template"]["spec"]["containers"][0]
+    container["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
+    return study
+
+
+class RunningPods:
+    """Counts the namespace's trial pods running at once, from a watch."""
+
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        self.cluster, self.namespace = cluster, namespace
+        self.running: set[str] = set()
+        self.most = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        w = watch.Watch()
+        for event in w.stream(
+            self.cluster.core.list_namespaced_pod, self.namespace, timeout_seconds=300
+        ):
+            pod = event["object"]
+            name = pod.metadata.name
+            if pod.status.phase == "Running" and event["type"] != "DELETED":
+                self.running.add(name)
+            else:
+                self.running.discard(name)
+            self.most = max(self.most, len(self.running))
+            if self.stop.is_set():
+                w.stop()
+
+
+@pytest.mark.timeout(420)
+def test_a_two_gpu_queue_runs_two_trials_at_a_time_and_the_rest_wait(
+    cluster: Cluster, namespace: str, operator: Operator, studies: Studies, kueue: None
+) -> None:
+    cluster.kubectl("apply", "-f", "-", input=queue_objects("two-gpus", 2, [namespace]))
+    pods = RunningPods(cluster, namespace)
+    started = time.monotonic()
+    assert studies.apply(queued_study("queued", 6, 4)).returncode == 0
+
+    def some_wait() -> tuple[bool, Any]:
+        st = studies.get("queued").get("status") or {}
+        phases = [t.get("status", {}).get("phase") for t in studies.trials("queued")]
+        return (st.get("trials") or {}).get("waiting", 0) >= 1 and "Waiting" in phases, phases
+
+    wait_for(some_wait, 120, "a trial shown as Waiting while the quota is used")
+    status = studies.wait_phase("queued", "Succeeded", "Failed", timeout=300)
+    wall = time.monotonic() - started
+    pods.stop.set()
+    assert status["phase"] == "Succeeded", status
+    assert pods.most <= 2, f"{pods.most} trial pods ran at once with 2 GPUs of quota"
+    assert pods.most == 2, "both GPUs were used"
+    trials = studies.trials("queued")
+    assert [t["status"]["phase"] for t in trials] == ["Completed"] * 6
+    # GPU time is the running time only: no trial is charged for its wait, although
+    # 4 of the 6 waited at least one trial's duration.
+    for t in trials:
+        assert t["status"]["gpuSeconds"] < TRIAL_SECONDS + 3, t["status"]
+    used = status["budget"]["gpuHoursUsed"] * 3600
+    assert used == pytest.approx(sum(t["status"]["gpuSeconds"] for t in trials), abs=1.0)
+    assert wall >= 3 * TRIAL_SECONDS, "six trials, two at a time"
+    waited = [t for t in trials if _waited(t)]
+    assert len(waited) >= 2, "of the first four submitted, two had to wait"
+    print(
+        f"at most {pods.most} running; wall {wall:.1f} s; gpuHoursUsed {used:.1f} GPU-s = "
+        f"sum of trials' running time; {len(waited)} trials waited"
+    )
+
+
+class TwoNamespaceOperator(Operator):
+    """One operator for two namespaces (as a cluster-wide install would serve them)."""
+
+    def __init__(self, cluster: Cluster, namespaces: list[str]) -> None:
+        super().__init__(cluster, namespaces[0])
+        self.namespaces = namespaces
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.cluster.kubeconfig),
+            "KUBETUNE_PROMETHEUS_URL": self.cluster.prometheus_url,
+        }
+        argv = [self.python, "-m", "kubetune"]
+        for ns in self.namespaces:
+            argv += ["--namespace", ns]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+COHORT_TRIAL_SECONDS = 8.0
+
+
+@pytest.mark.timeout(480)
+def test_two_studies_in_a_cohort_share_its_gpus_fairly(
+    cluster: Cluster, namespace: str, kueue: None
+) -> None:
+    """Two teams' ClusterQueues of 2 GPUs each in one cohort: alone, a Study borrows the
+    other's 2; once both have work each runs about 2, and the second Study's first trial
+    starts within one trial's duration (the borrowed GPU comes back when its trial ends)."""
+    other = f"{namespace[:50]}-b"
+    cluster.core.create_namespace({"metadata": {"name": other}})
+    wait_for(
+        lambda: (
+            any(
+                sa.metadata.name == "default"
+                for sa in cluster.core.list_namespaced_service_account(other).items
+            ),
+            "",
+        ),
+        30,
+        "the second namespace's ServiceAccount",
+    )
+    op = TwoNamespaceOperator(cluster, [namespace, other])
+    try:
+        for ns, cq in ((namespace, "team-a"), (other, "team-b")):
+            cluster.kubectl("apply", "-f", "-", input=queue_objects(cq, 2, [ns], cohort="gpus"))
+        op.start()
+        first, second = Studies(cluster, namespace), Studies(cluster, other)
+        pods_a, pods_b = RunningPods(cluster, namespace), RunningPods(cluster, other)
+        assert first.apply(queued_study("a", 10, 4, COHORT_TRIAL_SECONDS)).returncode == 0
+        wait_for(lambda: (pods_a.most >= 3, pods_a.most), 120, "team a borrowing team b's GPUs")
+        submitted = time.monotonic()
+        assert second.apply(queued_study("b", 6, 4, COHORT_TRIAL_SECONDS)).returncode == 0
+
+        def admitted() -> tuple[bool, Any]:  # Kueue unsuspends the Job it admits
+            jobs = cluster.batch.list_namespaced_job(other).items
+            return any(j.spec.suspend is False for j in jobs), [j.spec.suspend for j in jobs]
+
+        wait_for(admitted, 120, "team b's first trial to be admitted", interval=0.1)
+        first_admission = time.monotonic() - submitted
+        # While both have work: sample who runs what, every 0.25 s.
+        shares: list[tuple[int, int]] = []
+        while (second.get("b").get("status") or {}).get("phase") != "Succeeded":
+            if (first.get("a").get("status") or {}).get("phase") == "Succeeded":
+                break
+            shares.append((len(pods_a.running), len(pods_b.running)))
+            time.sleep(0.25)
+        first.wait_phase("a", "Succeeded", timeout=300)
+        second.wait_phase("b", "Succeeded", timeout=300)
+        pods_a.stop.set()
+        pods_b.stop.set()
+    finally:
+        op.stop()
+        cluster.core.delete_namespace(other)
+    assert len(shares) >= 8, shares
+    mean_a = sum(a for a, _ in shares) / len(shares)
+    mean_b = sum(b for _, b in shares) / len(shares)
+    print(
+        f"team b admitted after {first_admission:.2f} s; running while both had work: "
+        f"a {mean_a:.2f}, b {mean_b:.2f} GPUs on average over {len(shares)} samples"
+    )
+    # Without preemption a borrowed GPU comes back when the trial on it ends: at worst one
+    # trial's duration (plus its process start and exit, and Kueue's turn) after b asks.
+    assert first_admission <= COHORT_TRIAL_SECONDS + 2, f"team b waited {first_admission:.1f} s"
+    assert 0.35 <= mean_b / (mean_a + mean_b) <= 0.65, (mean_a, mean_b, shares)
+    assert mean_a + mean_b >= 2.5, "the cohort's 4 GPUs were kept busy"
+
+
+def _waited(trial: dict[str, Any]) -> bool:
+    """The trial's pod started well after the Trial was created (it waited in the queue)."""
+    created = parse_time(trial["metadata"]["creationTimestamp"])
+    started = parse_time(trial["status"].get("startTime"))
+    return created is not None and started is not None and (started - created).total_seconds() > 2
