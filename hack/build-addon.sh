@@ -23,7 +23,7 @@ case "$name" in
     binary="kueue"
     ldflags="-X sigs.k8s.io/kueue/pkg/version.GitVersion=$version"
     webhooks="config/components/webhook/manifests.yaml"
-    cold="~12 min, ~3 GiB of memory"
+    cold="~10 min, ~3 GiB of memory"
     ;;
   jobset)
     version="${JOBSET_VERSION:-v0.12.0}"

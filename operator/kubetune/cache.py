@@ -170,6 +170,14 @@ def pod_observation(pod: dict[str, Any]) -> PodObservation:
         waiting_message=waiting.get("message"),
         reason=status.get("reason"),
         message=status.get("message"),
+        disrupted=next(
+            (
+                str(c.get("reason") or "DisruptionTarget")
+                for c in status.get("conditions") or []
+                if c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+            ),
+            None,
+        ),
     )
 
 

@@ -47,6 +47,7 @@ class PodObservation:
     waiting_message: str | None = None
     reason: str | None = None  # the pod's own (Evicted, NodeRestarted...): no container ended
     message: str | None = None
+    disrupted: str | None = None  # the reason of its DisruptionTarget condition, if any
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,9 @@ class TrialStatus:
     gpus: int = 0
     gpu_seconds: float = 0.0
     job_name: str | None = None
+    preemptions: int = 0
+    run_start: datetime | None = None  # the current run's pod start
+    ran_seconds: float = 0.0  # in earlier runs, which preemptions ended
 
     @property
     def terminal(self) -> bool:
@@ -168,6 +172,11 @@ class TrialStatus:
             out["startTime"] = format_time(self.start_time)
         if self.completion_time:
             out["completionTime"] = format_time(self.completion_time)
+        if self.preemptions:
+            out["preemptions"] = self.preemptions
+            out["ranSeconds"] = round(self.ran_seconds, 3)
+        if self.run_start and self.run_start != self.start_time:
+            out["lastStartTime"] = format_time(self.run_start)
         return out
 
     @classmethod
@@ -186,6 +195,11 @@ class TrialStatus:
             gpus=int(s.get("gpus") or 0),
             gpu_seconds=float(s.get("gpuSeconds") or 0.0),
             job_name=s.get("jobName"),
+            preemptions=int(s.get("preemptions") or 0),
+            # Written only when it differs from startTime (after a preemption).
+            run_start=parse_time(s.get("lastStartTime"))
+            or (parse_time(s.get("startTime")) if s.get("phase") == "Running" else None),
+            ran_seconds=float(s.get("ranSeconds") or 0.0),
         )
 
 
@@ -233,8 +247,19 @@ def observe(
     st.intermediate = merge_intermediate(st.intermediate, scraped)
     if st.terminal:
         return st
+    # A pod ended by someone else (a preemption, an eviction, a node drain: its
+    # DisruptionTarget condition; or deleted, as the Job controller deletes the pods of
+    # a Job that Kueue suspends) is not the trial failing: the trial runs again, from
+    # its checkpoint if it keeps one. Should the Job give up, its Failed condition says so.
+    gone = [p for p in pods if p.phase != "Succeeded" and (p.disrupted or p.deleting)]
+    pods = [p for p in pods if p not in gone]
+    live = [p for p in pods if p.phase == "Running"]
+    if gone and st.phase == "Running" and not live and not any(
+        p.phase in ("Succeeded", "Failed") for p in pods
+    ):
+        _preempted(st, gone, now)
     if job.exists and not job.failed_reason:
-        if job.suspended and not any(p.phase == "Running" and not p.deleting for p in pods):
+        if job.suspended and not live:
             st.phase = "Waiting"  # no pod runs before admission: no GPU time either
             return st
         if st.phase == "Waiting":
@@ -247,7 +272,7 @@ def observe(
     started = [p.started for p in pods if p.started]
     if started and st.start_time is None:
         st.start_time = min(started)
-    running = [p for p in pods if p.phase == "Running" and not p.deleting]
+    running = live
     succeeded = [p for p in pods if p.phase == "Succeeded"]
     failed = [p for p in pods if p.phase == "Failed"]
 
@@ -266,6 +291,10 @@ def observe(
         return _fail(st, "Error", f"exit code {pod.exit_code}: {tail[-400:]}".strip(), now, pod)
     if running:
         st.phase = "Running"
+        if st.run_start is None:
+            st.run_start = max((p.started for p in running if p.started), default=now)
+            if st.preemptions:
+                st.message = None  # running again: the note of its interruption is done
         st.gpu_seconds = _gpu_seconds(st, now)
         return st
     stuck = [
@@ -348,10 +377,25 @@ def _ended(st: TrialStatus, pod: PodObservation | None, now: datetime) -> TrialS
     return st
 
 
+def _preempted(st: TrialStatus, gone: list[PodObservation], now: datetime) -> None:
+    """The run in progress ended without the trial ending: bank its running time."""
+    ended = max((p.finished for p in gone if p.finished), default=now)
+    start = st.run_start or (st.start_time if not st.preemptions else None)
+    if start is not None:
+        st.ran_seconds += max(0.0, (ended - start).total_seconds())
+    st.run_start = None
+    st.preemptions += 1
+    st.phase = "Pending"
+    st.gpu_seconds = st.ran_seconds * st.gpus
+    why = next((p.disrupted for p in gone if p.disrupted), None) or "its pod was deleted"
+    st.message = f"run {st.preemptions} ended by {why}; it runs again"
+
+
 def _gpu_seconds(st: TrialStatus, until: datetime) -> float:
-    if st.start_time is None:
-        return 0.0
-    return max(0.0, (until - st.start_time).total_seconds()) * st.gpus
+    """GPUs x the time a pod of this trial ran: earlier runs plus the current one."""
+    start = st.run_start or (st.start_time if not st.preemptions else None)
+    run = max(0.0, (until - start).total_seconds()) if start is not None else 0.0
+    return (st.ran_seconds + run) * st.gpus
 
 
 def stopped(st: TrialStatus, phase: str, reason: str, message: str, now: datetime) -> TrialStatus:

@@ -24,6 +24,7 @@ LABEL_TRIAL = f"{GROUP}/trial"
 LABEL_NUMBER = f"{GROUP}/trial-number"
 LABEL_SCRAPE = f"{GROUP}/scrape"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kubetune"}
 DEFAULT_METRICS_PORT = 9090
 # Job and pod names become label values (job-name), which are limited to 63 characters.
@@ -166,6 +167,18 @@ def render_job(
     }
     pod = template.setdefault("spec", {})
     pod.setdefault("restartPolicy", "Never")
+    if pod["restartPolicy"] == "Never" and "podFailurePolicy" not in job_spec:
+        # A pod ended by a preemption, an eviction or a drain (its DisruptionTarget
+        # condition) is not the trial failing: the Job starts another, without using
+        # up backoffLimit, and the trial continues from its checkpoint.
+        job_spec["podFailurePolicy"] = {
+            "rules": [
+                {
+                    "action": "Ignore",
+                    "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                }
+            ]
+        }
     if restricted:
         restrict(pod)
     env = trial_env(spec, ident, params, metrics_port)
@@ -184,6 +197,11 @@ def render_job(
         # admission even if the webhook is not there.
         job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
         job_spec["suspend"] = True
+        # Kueue reads a Job's priority (a WorkloadPriorityClass) from the Job's labels;
+        # users set it where they set everything else, on the template's pod labels.
+        priority = (meta.get("labels") or {}).get(KUEUE_PRIORITY_LABEL)
+        if priority:
+            job_labels[KUEUE_PRIORITY_LABEL] = priority
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

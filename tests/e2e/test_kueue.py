@@ -7,11 +7,14 @@ unregisters its webhooks, so the other tests' Jobs never meet them.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +24,7 @@ from kubernetes import watch
 from kubetune.timestamps import parse_time
 from localcluster import cluster as localcluster
 from tests.conftest import Cluster, wait_for
-from tests.e2e.conftest import Operator, Studies, script_study
+from tests.e2e.conftest import Operator, Studies, example_study, script_study
 
 KUEUE = ("kueue.x-k8s.io", "v1beta2")
 TRIAL_SECONDS = 4.0
@@ -259,3 +262,146 @@ def _waited(trial: dict[str, Any]) -> bool:
     created = parse_time(trial["metadata"]["creationTimestamp"])
     started = parse_time(trial["status"].get("startTime"))
     return created is not None and started is not None and (started - created).total_seconds() > 2
+
+
+def priority_classes() -> str:
+    return yaml.safe_dump_all(
+        [
+            {
+                "apiVersion": "/".join(KUEUE),
+                "kind": "WorkloadPriorityClass",
+                "metadata": {"name": name},
+                "value": value,
+            }
+            for name, value in (("tuning-low", 10), ("production-high", 1000))
+        ]
+    )
+
+
+def preemptible_queue(namespace: str) -> str:
+    """One GPU; a higher-priority workload preempts a lower one in the same queue."""
+    docs = list(yaml.safe_load_all(queue_objects("one-gpu", 1, [namespace])))
+    docs[1]["spec"]["preemption"] = {"withinClusterQueue": "LowerPriority"}
+    return yaml.safe_dump_all(docs)
+
+
+@pytest.mark.keep_jobs
+@pytest.mark.timeout(420)
+def test_a_preempted_trial_waits_resumes_from_its_checkpoint_and_completes(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    studies: Studies,
+    kueue: None,
+    tmp_path: Path,
+) -> None:
+    cluster.kubectl("apply", "-f", "-", input=priority_classes())
+    cluster.kubectl("apply", "-f", "-", input=preemptible_queue(namespace))
+    study = example_study("knobs-study.yaml", "preempt", max_trials=1, parallelism=1, epochs=6)
+    spec = study["spec"]
+    spec["queueName"] = "tuning"
+    spec["budget"]["maxFailedTrials"] = 0
+    pod = spec["trialTemplate"]["template"]
+    pod["metadata"] = {"labels": {"kueue.x-k8s.io/priority-class": "tuning-low"}}
+    trainer = pod["spec"]["containers"][0]
+    trainer["args"] = [a for a in trainer["args"] if not a.startswith("--dataset")] + [
+        "--dataset=synthetic",
+        "--samples=40000",
+        "--checkpoint-dir=/checkpoints/${trial.name}",
+    ]
+    trainer["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
+    trainer["volumeMounts"] = [{"name": "checkpoints", "mountPath": "/checkpoints"}]
+    pod["spec"]["volumes"] = [
+        {"name": "checkpoints", "hostPath": {"path": str(tmp_path), "type": "DirectoryOrCreate"}}
+    ]
+    assert studies.apply(study).returncode == 0
+    checkpoint = tmp_path / "preempt-0" / "checkpoint.pt"
+    wait_for(lambda: (checkpoint.exists(), ""), 120, "the trial's first checkpoint")
+
+    # A production Job of higher priority wants the only GPU: Kueue preempts the trial.
+    urgent = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "urgent",
+            "labels": {
+                "kueue.x-k8s.io/queue-name": "tuning",
+                "kueue.x-k8s.io/priority-class": "production-high",
+            },
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "work",
+                            "image": "python:3.11",
+                            "command": ["python3", "-c", "import time; time.sleep(4)"],
+                            "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                        }
+                    ],
+                }
+            },
+        },
+    }
+    cluster.batch.create_namespaced_job(namespace, urgent)
+
+    def preempted() -> tuple[bool, Any]:
+        (trial,) = studies.trials("preempt")
+        st = trial.get("status") or {}
+        return st.get("phase") == "Waiting" and st.get("preemptions", 0) >= 1, st
+
+    wait_for(preempted, 60, "the trial preempted and waiting")
+    status = studies.wait_phase("preempt", "Succeeded", "Failed", timeout=240)
+    assert status["phase"] == "Succeeded", operator.log_tail()
+    assert status["trials"]["failed"] == 0
+    (trial,) = studies.trials("preempt")
+    st = trial["status"]
+    assert st["phase"] == "Completed" and st["preemptions"] >= 1, st
+    steps = [p["step"] for p in st["intermediate"]]
+    assert steps == sorted(set(steps)) and steps[-1] == 6, "steps stay monotonic to the end"
+    ran = (parse_time(st["completionTime"]) - parse_time(st["startTime"])).total_seconds()  # type: ignore[operator]
+    assert st["gpuSeconds"] <= ran - 3, "the time it waited for the urgent Job is not charged"
+    job = cluster.batch.read_namespaced_job("urgent", namespace)
+    assert job.status.succeeded == 1
+    # The resumed run continued from the checkpoint...
+    logs = sorted(cluster.layout.pods.glob(f"{namespace}_preempt-0-*/trainer.log"))
+    text = "\n".join(p.read_text() for p in logs)
+    assert "resuming from the checkpoint of epoch" in text, text[-2000:]
+    # ...and ends exactly where an uninterrupted run ends.
+    alone = uninterrupted(cluster, namespace, "preempt-0", tmp_path)
+    assert "val_loss" in alone, alone
+    alone.pop("samples_per_second")  # throughput, not a result
+    for name, value in alone.items():
+        assert st["metrics"][name] == pytest.approx(value, rel=1e-9), name
+    print(
+        f"preempted {st['preemptions']}x, gpuSeconds {st['gpuSeconds']:.1f} of {ran:.1f} s; "
+        f"final metrics {st['metrics']} = uninterrupted {alone}"
+    )
+
+
+def uninterrupted(cluster: Cluster, namespace: str, job_name: str, tmp: Path) -> dict[str, float]:
+    """Run the trial's exact container (its args and trial environment) as one process
+    without a checkpoint directory, and return its final metrics."""
+    container = cluster.batch.read_namespaced_job(
+        job_name, namespace
+    ).spec.template.spec.containers[0]
+    args = [a for a in container.args if not a.startswith("--checkpoint-dir")]
+    env = {e.name: e.value for e in container.env or [] if e.value is not None}
+    out = tmp / "alone-termination-log"
+    env.update(
+        PATH=os.environ["PATH"],
+        KUBETUNE_TERMINATION_LOG=str(out),
+        KUBETUNE_METRICS_PORT="0",
+    )
+    subprocess.run(
+        [sys.executable, "-m", "kubetune_trainer", *args],
+        env=env,
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    metrics: dict[str, float] = json.loads(out.read_text())["metrics"]
+    return metrics

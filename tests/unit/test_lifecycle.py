@@ -186,3 +186,55 @@ def test_a_trial_waits_while_its_job_is_not_admitted_and_counts_no_gpu_time() ->
 def test_a_job_suspended_while_its_pod_still_runs_is_running_until_the_pod_goes() -> None:
     suspended = JobObservation(exists=True, suspended=True)
     assert run([pod("Running")], job=suspended).phase == "Running"
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def test_a_preempted_trial_waits_runs_again_and_is_charged_only_while_it_ran() -> None:
+    running = run([pod("Running")], seconds=30)
+    assert running.phase == "Running" and running.gpu_seconds == 60.0
+    # Kueue suspends the Job; the Job controller deletes the pod (SIGTERM: it fails).
+    killed = PodObservation(
+        "p", "Failed", started=T0, finished=at(30), exit_code=143, deleting=True
+    )
+    suspended = JobObservation(exists=True, suspended=True)
+    waiting = run([killed], current=running, job=suspended, seconds=90)
+    assert waiting.phase == "Waiting", "preempted is not failed"
+    assert waiting.preemptions == 1 and waiting.ran_seconds == 30.0
+    assert waiting.gpu_seconds == 60.0, "no GPU time while it waits"
+    again = PodObservation("p2", "Running", started=at(100))
+    resumed = run([again], current=waiting, seconds=160)
+    assert resumed.phase == "Running" and resumed.run_start == at(100)
+    assert resumed.gpu_seconds == (30 + 60) * 2
+    done = PodObservation(
+        "p2",
+        "Succeeded",
+        started=at(100),
+        finished=at(170),
+        exit_code=0,
+        termination_messages=(report(acc=0.9),),
+    )
+    final = run([done], current=resumed, seconds=200)
+    assert final.phase == "Completed" and final.value == 0.9
+    assert final.gpu_seconds == (30 + 70) * 2 and final.preemptions == 1
+    back = TrialStatus.from_k8s(final.to_k8s())
+    assert (back.preemptions, back.ran_seconds, back.run_start) == (1, 30.0, at(100))
+
+
+def test_an_evicted_pod_is_not_a_failure_the_job_starts_another() -> None:
+    running = run([pod("Running")], seconds=30)
+    evicted = PodObservation(
+        "p",
+        "Failed",
+        started=T0,
+        finished=at(40),
+        exit_code=137,
+        disrupted="EvictionByEvictionAPI",
+    )
+    st = run([evicted], current=running, seconds=45)
+    assert st.phase == "Pending" and st.preemptions == 1
+    assert st.message is not None and "EvictionByEvictionAPI" in st.message
+    failed_job = JobObservation(exists=True, failed_reason="BackoffLimitExceeded")
+    assert run([evicted], current=st, job=failed_job).phase == "Failed", "unless the Job gives up"

@@ -179,3 +179,16 @@ def test_a_queued_studys_jobs_are_created_suspended_with_kueues_queue_label() ->
     plain = render_job(SPEC, IDENT, params, OWNER)
     assert "kueue.x-k8s.io/queue-name" not in plain["metadata"]["labels"]
     assert "suspend" not in plain["spec"]
+
+
+def test_disrupted_pods_do_not_use_up_the_jobs_retries_and_priority_reaches_kueue() -> None:
+    params = {"optimizer": "adam", "lr": 0.01, "nesterov": True}
+    rules = render_job(SPEC, IDENT, params, OWNER)["spec"]["podFailurePolicy"]["rules"]
+    assert rules == [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    ]
+    template = json.loads(json.dumps(SPEC.trial_template))
+    template["template"]["metadata"] = {"labels": {"kueue.x-k8s.io/priority-class": "low"}}
+    queued = SPEC.model_copy(update={"queue_name": "q", "trial_template": template})
+    job = render_job(queued, IDENT, params, OWNER)
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "low"

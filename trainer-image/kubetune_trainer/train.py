@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         net.train()
         t0 = time.monotonic()
         seen, train_loss = 0, 0.0
+        interrupted = False
         for xb, yb in train_loader:
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
@@ -147,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
             if args.schedule_unit == "batch":
                 sched.step(value)
             if trial.should_stop():
+                interrupted = True
                 break
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -168,7 +170,11 @@ def run(args: argparse.Namespace) -> int:
             f"samples/s={rate:.0f}",
             flush=True,
         )
-        if args.checkpoint_dir:
+        # An epoch that SIGTERM cut short (a preemption, a prune) is reported, as the
+        # trial contract asks, but never checkpointed: a resumed run starts it again
+        # from the last complete epoch and ends exactly where an uninterrupted run ends
+        # (its report of this epoch then replaces the partial one).
+        if args.checkpoint_dir and not interrupted:
             checkpoint.save(
                 args.checkpoint_dir,
                 {
