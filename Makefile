@@ -67,8 +67,9 @@ demo: setup ## the demo: local cluster, CRDs, operator, examples/digits-study.ya
 test: setup addons ## run all tests; starts the local cluster if it is not running, stops it after
 	$(PY) -m pytest
 
-addons: ## build (once, cached) the cluster add-ons the tests start: Kueue
+addons: ## build (once, cached) the cluster add-ons the tests start: Kueue and JobSet
 	@bash hack/build-addon.sh kueue >/dev/null
+	@bash hack/build-addon.sh jobset >/dev/null
 
 chaos: setup ## the full reliability suite (~12 min; make test runs a short form): bench/results/chaos.json
 	KUBETUNE_CHAOS=full $(PY) -m pytest tests/chaos

@@ -32,7 +32,7 @@ case "$name" in
     binary="jobset"
     ldflags="-X sigs.k8s.io/jobset/pkg/version.GitVersion=$version"
     webhooks="config/components/webhook/manifests.yaml"
-    cold="~4 min, ~1.5 GiB of memory"
+    cold="~5 min, ~1.5 GiB of memory"
     ;;
   *)
     echo "build-addon: unknown add-on '$name' (kueue, jobset)" >&2

@@ -84,7 +84,7 @@ def _jobset(workdir: Path, ports: dict[str, int], others: set[str]) -> list[str]
         "apiVersion": "config.jobset.x-k8s.io/v1alpha1",
         "kind": "Configuration",
         "health": {"healthProbeBindAddress": f"127.0.0.1:{ports['health']}"},
-        "metrics": {"bindAddress": f"127.0.0.1:{ports['metrics']}"},
+        "metrics": {"bindAddress": f"127.0.0.1:{ports['metrics']}", "certDir": str(workdir)},
         "webhook": {"host": "127.0.0.1", "port": ports["webhook"], "certDir": str(workdir)},
         "leaderElection": {"leaderElect": False},
         "internalCertManagement": {"enable": False},
@@ -175,6 +175,13 @@ def webhook_configurations(
             if "jobset" in path and addon.name != "jobset" and "jobset" not in others:
                 continue
             hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": ca_bundle}
+            if addon.name == "jobset" and path.endswith("--v1-pod"):
+                # As the release's kustomize patch does: only the JobSet's own pods.
+                hook["objectSelector"] = {
+                    "matchExpressions": [
+                        {"key": "jobset.sigs.k8s.io/jobset-name", "operator": "Exists"}
+                    ]
+                }
             hook["timeoutSeconds"] = 10
             hooks.append(hook)
         if hooks:

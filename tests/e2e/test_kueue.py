@@ -218,10 +218,10 @@ def test_two_studies_in_a_cohort_share_its_gpus_fairly(
         op.start()
         first, second = Studies(cluster, namespace), Studies(cluster, other)
         pods_a, pods_b = RunningPods(cluster, namespace), RunningPods(cluster, other)
-        assert first.apply(queued_study("a", 10, 4, COHORT_TRIAL_SECONDS)).returncode == 0
+        assert first.apply(queued_study("a", 8, 4, COHORT_TRIAL_SECONDS)).returncode == 0
         wait_for(lambda: (pods_a.most >= 3, pods_a.most), 120, "team a borrowing team b's GPUs")
         submitted = time.monotonic()
-        assert second.apply(queued_study("b", 6, 4, COHORT_TRIAL_SECONDS)).returncode == 0
+        assert second.apply(queued_study("b", 4, 4, COHORT_TRIAL_SECONDS)).returncode == 0
 
         def admitted() -> tuple[bool, Any]:  # Kueue unsuspends the Job it admits
             jobs = cluster.batch.list_namespaced_job(other).items

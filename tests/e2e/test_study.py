@@ -200,6 +200,7 @@ def test_failed_diverged_and_silent_trials_do_not_stop_the_study(
     assert by_number[3]["phase"] == by_number[4]["phase"] == "Completed"
     assert status["trials"] == {
         "running": 0,
+        "waiting": 0,
         "completed": 2,
         "pruned": 0,
         "failed": 3,
