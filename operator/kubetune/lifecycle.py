@@ -372,6 +372,8 @@ def _fail(
 
 
 def _ended(st: TrialStatus, pod: PodObservation | None, now: datetime) -> TrialStatus:
+    if st.run_start is None and st.preemptions and pod and pod.started:
+        st.run_start = pod.started  # a resumed run that ended before it was seen running
     st.completion_time = (pod.finished if pod and pod.finished else None) or now
     st.gpu_seconds = _gpu_seconds(st, st.completion_time)
     return st

@@ -238,3 +238,17 @@ def test_an_evicted_pod_is_not_a_failure_the_job_starts_another() -> None:
     assert st.message is not None and "EvictionByEvictionAPI" in st.message
     failed_job = JobObservation(exists=True, failed_reason="BackoffLimitExceeded")
     assert run([evicted], current=st, job=failed_job).phase == "Failed", "unless the Job gives up"
+
+
+def test_a_resumed_run_seen_only_when_it_ended_is_still_charged() -> None:
+    waiting = TrialStatus(phase="Waiting", start_time=T0, gpus=2, preemptions=1, ran_seconds=30)
+    done = PodObservation(
+        "p2",
+        "Succeeded",
+        started=at(100),
+        finished=at(140),
+        exit_code=0,
+        termination_messages=(report(acc=0.5),),
+    )
+    final = run([done], current=waiting, seconds=150)
+    assert final.phase == "Completed" and final.gpu_seconds == (30 + 40) * 2
