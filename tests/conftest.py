@@ -150,6 +150,20 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
         core.delete_namespace(name)
 
 
+@contextlib.contextmanager
+def running_addon(cluster: Cluster, name: str) -> Iterator[None]:
+    """A cluster add-on (kueue, jobset) started for a test module, and afterwards stopped
+    with its webhooks unregistered, so other tests never meet them."""
+    try:
+        localcluster.addons_up([name], layout=cluster.layout)
+    except localcluster.ClusterError as e:
+        pytest.fail(f"{name} did not start: {e}")
+    try:
+        yield
+    finally:
+        localcluster.addons_down([name], layout=cluster.layout)
+
+
 @pytest.fixture
 def waiter() -> Callable[..., Any]:
     return wait_for

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from localcluster import cluster as localcluster
-from tests.conftest import Cluster, wait_for
+from tests.conftest import Cluster, running_addon, wait_for
 
 GROUP, VERSION = "jobset.x-k8s.io", "v1alpha2"
 PRINT_INDEX = "import os; print(os.environ['JOB_COMPLETION_INDEX'])"
@@ -21,12 +20,8 @@ PRINT_INDEX = "import os; print(os.environ['JOB_COMPLETION_INDEX'])"
 
 @pytest.fixture(scope="module")
 def jobset(cluster: Cluster) -> Iterator[None]:
-    try:
-        localcluster.addons_up(["jobset"], layout=cluster.layout)
-    except localcluster.ClusterError as e:
-        pytest.fail(f"JobSet did not start: {e}")
-    yield
-    localcluster.addons_down(["jobset"], layout=cluster.layout)
+    with running_addon(cluster, "jobset"):
+        yield
 
 
 def test_a_two_pod_jobset_runs_to_completed(cluster: Cluster, namespace: str, jobset: None) -> None:

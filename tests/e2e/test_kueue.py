@@ -22,8 +22,7 @@ import yaml
 from kubernetes import watch
 
 from kubetune.timestamps import parse_time
-from localcluster import cluster as localcluster
-from tests.conftest import Cluster, wait_for
+from tests.conftest import Cluster, running_addon, wait_for
 from tests.e2e.conftest import Operator, Studies, example_study, script_study
 
 KUEUE = ("kueue.x-k8s.io", "v1beta2")
@@ -42,12 +41,8 @@ trial.report(1, score=float(sys.argv[2]))
 
 @pytest.fixture(scope="module")
 def kueue(cluster: Cluster) -> Iterator[None]:
-    try:
-        localcluster.addons_up(["kueue"], layout=cluster.layout)
-    except localcluster.ClusterError as e:
-        pytest.fail(f"Kueue did not start: {e}")
-    yield
-    localcluster.addons_down(["kueue"], layout=cluster.layout)
+    with running_addon(cluster, "kueue"):
+        yield
 
 
 def queue_objects(name: str, gpus: int, namespaces: list[str], cohort: str | None = None) -> str:
