@@ -22,6 +22,7 @@ from typing import Any
 from kubetune.lifecycle import JobObservation, PodObservation, TrialStatus
 from kubetune.render import LABEL_STUDY, LABEL_TRIAL
 from kubetune.timestamps import parse_time
+from kubetune.workloads import JOBSET, by_kind
 
 Key = tuple[str, str]  # (namespace, Study name)
 
@@ -81,35 +82,29 @@ class JobRecord:
     observation: JobObservation
     deleting: bool
     rv: int
+    kind: str = "Job"  # or JobSet
 
     @classmethod
     def parse(cls, obj: dict[str, Any]) -> JobRecord:
+        """A trial's workload: its Job, or its JobSet (see workloads)."""
         meta = obj["metadata"]
-        spec, status = obj.get("spec") or {}, obj.get("status") or {}
-        failed = next(
-            (
-                c
-                for c in status.get("conditions") or []
-                if c.get("type") == "Failed" and c.get("status") == "True"
-            ),
-            None,
-        )
-        return cls(
+        adapter = by_kind(obj)
+        record = JobSetRecord if adapter is JOBSET else JobRecord
+        return record(
             name=meta["name"],
             namespace=meta["namespace"],
             uid=meta["uid"],
             owner_uid=_controller_uid(meta),
             study=(meta.get("labels") or {}).get(LABEL_STUDY, ""),
-            observation=JobObservation(
-                exists=True,
-                backoff_limit=int(spec.get("backoffLimit") or 0),
-                failed_reason=failed.get("reason") if failed else None,
-                failed_message=failed.get("message") if failed else None,
-                suspended=bool(spec.get("suspend")),
-            ),
+            observation=adapter.observe(obj),
             deleting=bool(meta.get("deletionTimestamp")),
             rv=_rv(meta),
+            kind=adapter.kind,
         )
+
+
+class JobSetRecord(JobRecord):
+    """A JobSet trial's workload: kept with the Jobs (by Trial name), listed on its own."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +116,8 @@ class PodRecord:
     observation: PodObservation
     rv: int
     trial: str = ""  # its Trial's name (label)
+    group_uid: str | None = None  # the JobSet that made it through one of its Jobs
+    leader: bool = True  # the pod that reports the trial's metrics (rank 0)
 
     @classmethod
     def parse(cls, obj: dict[str, Any]) -> PodRecord:
@@ -134,6 +131,8 @@ class PodRecord:
             observation=pod_observation(obj),
             rv=_rv(meta),
             trial=labels.get(LABEL_TRIAL, ""),
+            group_uid=JOBSET.group_uid(labels),
+            leader=JOBSET.leader(labels),
         )
 
 
@@ -202,7 +201,7 @@ def _phase(pod: dict[str, Any]) -> str:
     return "Failed" if restart == "Never" else phase
 
 
-Record = TrialRecord | JobRecord | PodRecord
+Record = TrialRecord | JobRecord | PodRecord  # JobSetRecord is a JobRecord
 
 
 @dataclass
@@ -310,10 +309,13 @@ class Cache:
             if namespace is not None and key[0] != namespace:
                 continue
             table = _table(state, kind)
+            # Jobs and JobSets share a table (by Trial name): a relist of one keeps the other.
+            old = {k: v for k, v in table.items() if type(v) is kind}
             new = fresh.pop(key, {})
-            if {k: v.rv for k, v in table.items()} != {k: v.rv for k, v in new.items()}:
+            if {k: v.rv for k, v in old.items()} != {k: v.rv for k, v in new.items()}:
                 changed.add(key)
-            table.clear()
+            for k in old:
+                del table[k]
             table.update(new)
             self._tidy(key)
         for key, new in fresh.items():
@@ -345,8 +347,10 @@ class Cache:
         job_of = {j.uid: name for name, j in jobs.items()}
         pods: dict[str, list[PodObservation]] = {}
         for p in state.pods.values():
-            name = job_of.get(p.owner_uid or "")
-            if name is not None:
+            # A Job's pods by their owner; a JobSet's (owned by its Jobs) by its uid label,
+            # and only its leader, whose pod is the trial's result.
+            name = job_of.get(p.owner_uid or "") or job_of.get(p.group_uid or "")
+            if name is not None and p.leader:
                 pods.setdefault(name, []).append(p.observation)
         for observed in pods.values():
             observed.sort(key=_creation_order)
@@ -379,6 +383,6 @@ def _creation_order(pod: PodObservation) -> tuple[float, str]:
 def _table(state: StudyState, kind: type[Record]) -> dict[str, Any]:
     if kind is TrialRecord:
         return state.trials
-    if kind is JobRecord:
+    if issubclass(kind, JobRecord):
         return state.jobs
     return state.pods

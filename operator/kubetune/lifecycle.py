@@ -57,6 +57,9 @@ class JobObservation:
     failed_reason: str | None = None  # the Job's Failed condition, if any
     failed_message: str | None = None
     suspended: bool = False  # spec.suspend: waiting for a queue (Kueue) to admit it
+    # Several pods (a JobSet): the pods given are its leader's (rank 0, which reports),
+    # and only the workload's Failed condition ends the trial as failed.
+    multi_pod: bool = False
 
 
 @dataclass(frozen=True)
@@ -252,10 +255,18 @@ def observe(
     # a Job that Kueue suspends) is not the trial failing: the trial runs again, from
     # its checkpoint if it keeps one. Should the Job give up, its Failed condition says so.
     gone = [p for p in pods if p.phase != "Succeeded" and (p.disrupted or p.deleting)]
+    if job.multi_pod:
+        # A leader that ends while being deleted was stopped with the others (the JobSet
+        # restarts, or is suspended): its exit code says nothing about the trial.
+        gone += [p for p in pods if p.phase == "Succeeded" and p.deleting]
     pods = [p for p in pods if p not in gone]
     live = [p for p in pods if p.phase == "Running"]
-    if gone and st.phase == "Running" and not live and not any(
-        p.phase in ("Succeeded", "Failed") for p in pods
+    if (
+        gone
+        and st.phase == "Running"
+        and not live
+        and not job.failed_reason
+        and not any(p.phase in ("Succeeded", "Failed") for p in pods)
     ):
         _preempted(st, gone, now)
     if job.exists and not job.failed_reason:
@@ -284,6 +295,11 @@ def observe(
         report = parse_report(pod.termination_messages)
         if report and _diverged(report, objectives):
             return _diverge(st, report, objectives, pod, now)
+        if job.multi_pod:  # the workload's verdict first (which pod failed, its policy)
+            tail = next((m for m in pod.termination_messages if m), "")
+            rank0 = f"rank 0 exit code {pod.exit_code}: {tail[-300:]}".strip()
+            why = f"{job.failed_reason}: {job.failed_message or ''}; {rank0}"
+            return _fail(st, "JobFailed", why, now, pod)
         if pod.exit_code is None:  # the pod failed around its container (node lost, evicted)
             why = pod.message or "the pod failed before its container ended"
             return _fail(st, pod.reason or "PodFailed", why, now, pod)

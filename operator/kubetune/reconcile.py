@@ -57,6 +57,7 @@ from kubetune.plan import (
 from kubetune.space import grid_size
 from kubetune.spec import SpecError, StudySpec, check_values, parse
 from kubetune.timestamps import parse_time
+from kubetune.workloads import dry_run_pods, kind_of
 
 log = logging.getLogger("kubetune.reconcile")
 T = TypeVar("T")
@@ -308,7 +309,7 @@ class Reconciler:
         try:
             spec = self._spec(study)
             grid = grid_size(spec) if spec.sampler.name == "grid" else None
-            gpus = render.gpus_requested(spec.trial_template)
+            gpus = kind_of(spec.trial_template).gpus(spec.trial_template)
         except SpecError as e:
             return await self._invalid(key, study, e, now)
         trials = plan_trials(spec, observations(snap, self.scraped.get(key, {})), gpus, now)
@@ -604,7 +605,7 @@ class Reconciler:
         params: dict[str, Any],
         owner: render.Owner,
     ) -> dict[str, Any]:
-        return render.render_job(
+        return kind_of(spec.trial_template).render(
             spec, ident, params, owner, self.settings.metrics_port, self.settings.restricted_trials
         )
 
@@ -619,10 +620,11 @@ class Reconciler:
         owner = render.Owner(kind="Study", name=meta["name"], uid=meta["uid"])
         job = self._job(spec, ident, render.sample_params(spec), owner)
         job["metadata"]["name"] = f"{meta['name']}-validate"
-        refusal = await self._io(self.kube.validate, job, render.dry_run_pod(job))
+        refusal = await self._io(self.kube.validate, job, dry_run_pods(job))
         if refusal:
             raise SpecError(
-                f"spec.trialTemplate: the API server refuses the trial's pod: {refusal}"
+                f"spec.trialTemplate: the API server refuses the trial's {job['kind']} "
+                f"or its pods: {refusal}"
             )
         self.validated[meta["uid"]] = generation
 
@@ -679,13 +681,15 @@ class Reconciler:
 
     async def _delete_job(self, key: Key, action: DeleteJob) -> None:
         grace = self.settings.stop_grace_seconds
-        await self._io(self.kube.delete, "Job", key[0], action.trial, grace)
+        state = self.cache.studies.get(key)
+        record = state.jobs.get(action.trial) if state is not None else None
+        kind = record.kind if record is not None else "Job"
+        await self._io(self.kube.delete, kind, key[0], action.trial, grace)
         # The garbage collector deletes the pods later; a running one is deleted now,
         # so its GPU is handed back at once (it still gets its grace period).
         await asyncio.gather(
             *(self._io(self.kube.delete, "Pod", key[0], pod, grace) for pod in action.pods)
         )
-        state = self.cache.studies.get(key)
         if state is not None:
             state.jobs.pop(action.trial, None)
 

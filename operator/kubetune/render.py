@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubetune.space import render_value
-from kubetune.spec import PLACEHOLDER, SpecError, StudySpec
+from kubetune.spec import PLACEHOLDER, StudySpec
 
 GROUP = "kubetune.dev"
 VERSION = "v1alpha1"
@@ -144,18 +144,16 @@ def restrict(pod: dict[str, Any]) -> None:
         sc.setdefault("capabilities", {"drop": ["ALL"]})
 
 
-def render_job(
+def trial_job_spec(
+    job_spec: dict[str, Any],
     spec: StudySpec,
     ident: TrialIdentity,
     params: dict[str, Any],
-    owner: Owner,
-    metrics_port: int = DEFAULT_METRICS_PORT,
-    restricted: bool = True,
+    metrics_port: int,
+    restricted: bool,
 ) -> dict[str, Any]:
-    """The batch/v1 Job of one trial."""
-    job_spec: dict[str, Any] = substitute(
-        copy.deepcopy(spec.trial_template), placeholder_values(spec, ident, params)
-    )
+    """Complete one (already substituted) batch/v1 JobSpec of a trial, in place: its pods
+    carry the trial's labels and environment, and a disruption is not a failure."""
     # One pod per trial: a retried pod would report a second, different result.
     job_spec.setdefault("backoffLimit", 0)
     template = job_spec.setdefault("template", {})
@@ -190,18 +188,47 @@ def render_job(
         path = container.get("terminationMessagePath")
         if path and "KUBETUNE_TERMINATION_LOG" not in own:
             container["env"].append({"name": "KUBETUNE_TERMINATION_LOG", "value": path})
-    job_labels = labels(ident)
-    if spec.queue_name:
-        # Created suspended, as Kueue's own webhook would make it: Kueue unsuspends the
-        # Job when it admits it. Suspending here too means that no pod can start before
-        # admission even if the webhook is not there.
-        job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
-        job_spec["suspend"] = True
-        # Kueue reads a Job's priority (a WorkloadPriorityClass) from the Job's labels;
-        # users set it where they set everything else, on the template's pod labels.
-        priority = (meta.get("labels") or {}).get(KUEUE_PRIORITY_LABEL)
+    return job_spec
+
+
+def workload_labels(
+    spec: StudySpec, ident: TrialIdentity, pod_templates: list[dict[str, Any]]
+) -> tuple[dict[str, str], bool]:
+    """The labels of a trial's top-level object, and whether it starts suspended."""
+    out = labels(ident)
+    if not spec.queue_name:
+        return out, False
+    # Created suspended, as Kueue's own webhook would make it: Kueue unsuspends it when
+    # it admits it. Suspending here too means that no pod can start before admission
+    # even if the webhook is not there.
+    out[KUEUE_QUEUE_LABEL] = spec.queue_name
+    # Kueue reads the priority (a WorkloadPriorityClass) from the top object's labels;
+    # users set it where they set everything else, on the template's pod labels.
+    for template in pod_templates:
+        priority = ((template.get("metadata") or {}).get("labels") or {}).get(KUEUE_PRIORITY_LABEL)
         if priority:
-            job_labels[KUEUE_PRIORITY_LABEL] = priority
+            out[KUEUE_PRIORITY_LABEL] = priority
+            break
+    return out, True
+
+
+def render_job(
+    spec: StudySpec,
+    ident: TrialIdentity,
+    params: dict[str, Any],
+    owner: Owner,
+    metrics_port: int = DEFAULT_METRICS_PORT,
+    restricted: bool = True,
+) -> dict[str, Any]:
+    """The batch/v1 Job of one trial."""
+    job_spec: dict[str, Any] = substitute(
+        copy.deepcopy(spec.trial_template), placeholder_values(spec, ident, params)
+    )
+    job_spec.pop("kind", None)  # `kind: Job` names the template's kind; no JobSpec field
+    trial_job_spec(job_spec, spec, ident, params, metrics_port, restricted)
+    job_labels, suspend = workload_labels(spec, ident, [job_spec["template"]])
+    if suspend:
+        job_spec["suspend"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -258,36 +285,3 @@ def sample_params(spec: StudySpec) -> dict[str, Any]:
         elif p.float is not None:
             values[p.name] = p.float.low
     return values
-
-
-def dry_run_pod(job: dict[str, Any]) -> dict[str, Any]:
-    """The pod the Job controller would create, for a server-side dry run (Pod Security)."""
-    template = job["spec"]["template"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": f"{job['metadata']['name']}-validate",
-            "namespace": job["metadata"]["namespace"],
-            "labels": dict(template.get("metadata", {}).get("labels") or {}),
-        },
-        "spec": template["spec"],
-    }
-
-
-def gpus_requested(job_spec: dict[str, Any]) -> int:
-    """GPUs the trial's pod asks for (limits, else requests), summed over containers."""
-    total = 0
-    for c in (job_spec.get("template") or {}).get("spec", {}).get("containers") or []:
-        res = c.get("resources") or {}
-        value = (res.get("limits") or {}).get("nvidia.com/gpu") or (res.get("requests") or {}).get(
-            "nvidia.com/gpu"
-        )
-        try:
-            total += int(str(value or 0))
-        except ValueError:
-            raise SpecError(
-                f"spec.trialTemplate: container {c.get('name')!r} asks for nvidia.com/gpu "
-                f"{value!r}; give a whole number of GPUs"
-            ) from None
-    return total

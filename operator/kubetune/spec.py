@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -264,21 +265,76 @@ def _check_cross_references(spec: StudySpec) -> None:
     _check_template(spec)
 
 
+TEMPLATE_KINDS = ("Job", "JobSet")
+
+
+@dataclass(frozen=True)
+class PodTemplate:
+    """One kind of pod a trial runs: where it sits in the trialTemplate, and how many."""
+
+    path: str  # e.g. spec.trialTemplate.spec.replicatedJobs[0].template.spec.template
+    template: dict[str, Any]
+    pods: int
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 1
+
+
+def job_specs(tpl: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]]:
+    """The trial's batch/v1 JobSpecs (the template itself, or each replicated Job's), each
+    with its path in the Study and how many copies of it run."""
+    if (tpl.get("kind") or "Job") == "Job":
+        return [("spec.trialTemplate", tpl, 1)]
+    jobs = (tpl.get("spec") or {}).get("replicatedJobs")
+    return [
+        (
+            f"spec.trialTemplate.spec.replicatedJobs[{i}].template.spec",
+            rj["template"]["spec"],
+            _count(rj.get("replicas")),
+        )
+        for i, rj in enumerate(jobs if isinstance(jobs, list) else [])
+        if isinstance(rj, dict) and isinstance((rj.get("template") or {}).get("spec"), dict)
+    ]
+
+
+def pod_templates(tpl: dict[str, Any]) -> list[PodTemplate]:
+    """Each pod template of the trial, with how many pods it runs at once (a Job trial
+    runs one pod at a time)."""
+    single = (tpl.get("kind") or "Job") == "Job"
+    return [
+        PodTemplate(
+            f"{path}.template",
+            job.get("template") or {},
+            1 if single else copies * _count(job.get("parallelism")),
+        )
+        for path, job, copies in job_specs(tpl)
+    ]
+
+
 def _check_template(spec: StudySpec) -> None:
     tpl = spec.trial_template
-    containers = (tpl.get("template") or {}).get("spec", {}).get("containers")
-    if not isinstance(containers, list) or not containers:
-        raise SpecError("spec.trialTemplate.template.spec.containers: list at least one container")
-    for i, c in enumerate(containers):
-        if not isinstance(c, dict) or not c.get("name") or not c.get("image"):
-            raise SpecError(
-                f"spec.trialTemplate.template.spec.containers[{i}]: needs a name and an image"
-            )
-    restart = tpl["template"]["spec"].get("restartPolicy", "Never")
-    if restart not in ("Never", "OnFailure"):
+    kind = tpl.get("kind") or "Job"
+    if kind not in TEMPLATE_KINDS:
         raise SpecError(
-            "spec.trialTemplate.template.spec.restartPolicy: a Job's pods need Never or OnFailure"
+            f"spec.trialTemplate.kind: {kind!r} is not a kind kubetune runs "
+            f"(one of: {', '.join(TEMPLATE_KINDS)})"
         )
+    if kind == "JobSet" and not job_specs(tpl):
+        raise SpecError(
+            "spec.trialTemplate.spec.replicatedJobs: a JobSet trial lists at least one "
+            "replicated Job, each with template.spec (a JobSpec)"
+        )
+    for t in pod_templates(tpl):
+        containers = (t.template.get("spec") or {}).get("containers")
+        if not isinstance(containers, list) or not containers:
+            raise SpecError(f"{t.path}.spec.containers: list at least one container")
+        for i, c in enumerate(containers):
+            if not isinstance(c, dict) or not c.get("name") or not c.get("image"):
+                raise SpecError(f"{t.path}.spec.containers[{i}]: needs a name and an image")
+        restart = t.template["spec"].get("restartPolicy", "Never")
+        if restart not in ("Never", "OnFailure"):
+            raise SpecError(f"{t.path}.spec.restartPolicy: a Job's pods need Never or OnFailure")
     names = {p.name for p in spec.parameters}
     for kind, field in placeholders(tpl):
         if kind == "params" and field not in names:

@@ -1,4 +1,4 @@
-"""The watches that fill the cache: Trials, trial Jobs and trial Pods, label-selected.
+"""The watches that fill the cache: Trials, trial Jobs (and JobSets) and Pods, label-selected.
 
 One informer per resource (per watched namespace, or cluster-wide). Objects are
 parsed into compact records in the informer's thread; the cache is changed and
@@ -15,11 +15,14 @@ from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
+from kubetune.adapters.kube import request
 from kubetune.adapters.watch import JOBS, PODS, Informer, Resource
-from kubetune.cache import JobRecord, PodRecord, Record, TrialRecord
+from kubetune.cache import JobRecord, JobSetRecord, PodRecord, Record, TrialRecord
 from kubetune.reconcile import Reconciler
 from kubetune.render import API_VERSION, LABEL_STUDY
+from kubetune.workloads import JOBSET_API
 
 log = logging.getLogger("kubetune.watching")
 ENDED = ("Succeeded", "Failed")
@@ -29,6 +32,18 @@ KINDS: tuple[tuple[Resource, type[Record]], ...] = (
     (JOBS, JobRecord),
     (PODS, PodRecord),
 )
+JOBSETS = Resource(f"/apis/{JOBSET_API}", "jobsets")
+
+
+def served(api: client.ApiClient, resource: Resource) -> bool:
+    """Whether the API server serves `resource` (an add-on's CRD may not be installed)."""
+    try:
+        request(api, "GET", resource.prefix).release_conn()
+    except ApiException as e:
+        if e.status != 404:
+            log.warning("cannot tell whether %s is served (%s): not watching it", resource, e)
+        return False
+    return True
 
 
 class Watches:
@@ -41,6 +56,13 @@ class Watches:
     ) -> None:
         self.reconciler = reconciler
         self.loop = loop
+        kinds = list(KINDS)
+        # JobSet trials need JobSet's CRD; without it their Studies are told so (Invalid)
+        # when the trial template is validated, and nothing is watched here.
+        if served(api, JOBSETS):
+            kinds.append((JOBSETS, JobSetRecord))
+        else:
+            log.info("%s is not served: JobSet trials are unavailable", JOBSET_API)
         self.informers = [
             Informer(
                 api,
@@ -50,7 +72,7 @@ class Watches:
                 on_relist=self._relister(kind, namespace),
                 on_event=self._eventer(kind),
             )
-            for resource, kind in KINDS
+            for resource, kind in kinds
             for namespace in (list[str | None](namespaces) or [None])
         ]
 

@@ -7,12 +7,12 @@ import json
 from kubetune.render import (
     Owner,
     TrialIdentity,
-    gpus_requested,
     render_job,
     render_trial,
     restrict,
 )
 from kubetune.spec import parse
+from kubetune.workloads import JOB
 
 SPEC = parse(
     {
@@ -117,7 +117,7 @@ def test_template_is_not_mutated_and_gpus_are_counted() -> None:
     before = json.dumps(SPEC.trial_template, sort_keys=True)
     render_job(SPEC, IDENT, {"optimizer": "adam", "lr": 0.1, "nesterov": True}, OWNER)
     assert json.dumps(SPEC.trial_template, sort_keys=True) == before
-    assert gpus_requested(SPEC.trial_template) == 2
+    assert JOB.gpus(SPEC.trial_template) == 2
 
 
 def test_trial_object() -> None:

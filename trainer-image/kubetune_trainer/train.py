@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
 from kubetune import trial
-from kubetune_trainer import checkpoint, data, lr_range, models, optim
+from kubetune_trainer import checkpoint, data, distributed, lr_range, models, optim
 from kubetune_trainer.schedules import Schedule
 
 Loader = DataLoader[tuple[torch.Tensor, ...]]
@@ -84,29 +86,62 @@ def evaluate(
 
 
 def run(args: argparse.Namespace) -> int:
-    trial.install_sigterm_handler()
+    world = distributed.world_from_env()
+    device = device_of(args)
+    if world is None or world.leader:
+        # Rank 0 stops cleanly on SIGTERM and reports; another rank stopped alone is
+        # not a result, so it keeps SIGTERM's default (exit 143) and the workload's
+        # failure policy decides what happens to the trial.
+        trial.install_sigterm_handler()
+    if world is None:
+        return _run(args, device, world)[0]
+    distributed.init(world, device)
+    code, together = _run(args, device, world)
+    if together:
+        distributed.finish(world)
+    # Otherwise (rank 0 stopped or diverged alone) the process just exits: the other
+    # ranks' next collective fails at once instead of waiting for a partner.
+    return code
+
+
+def _run(
+    args: argparse.Namespace, device: torch.device, world: distributed.World | None
+) -> tuple[int, bool]:
+    """Train; the exit code, and whether every rank got to the end (all epochs)."""
+    leader = world is None or world.leader
     seed = args.seed if args.seed is not None else trial.seed(0)
     torch.manual_seed(seed)
-    device = device_of(args)
     bf16 = args.bf16 if args.bf16 is not None else device.type == "cuda"
     x, y, classes = dataset(args)
     train_set, val_set = data.split(x, y, args.val_split, args.data_seed)
     pin = device.type == "cuda"
     shuffle = torch.Generator()
-    train_loader: Loader = DataLoader(
-        train_set, batch_size=args.batch_size, shuffle=True, generator=shuffle, pin_memory=pin
-    )
+    sampler: DistributedSampler[Any] | None = None
+    if world is None:
+        train_loader: Loader = DataLoader(
+            train_set, batch_size=args.batch_size, shuffle=True, generator=shuffle, pin_memory=pin
+        )
+    else:
+        # Each rank trains on its share of every global batch of --batch-size samples.
+        sampler = DistributedSampler(train_set, world.size, world.rank, shuffle=True, seed=seed)
+        per_rank = max(1, args.batch_size // world.size)
+        train_loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, pin_memory=pin)
     val_loader: Loader = DataLoader(val_set, batch_size=1024, pin_memory=pin)
-    model = build_model(args, x, classes).to(device)
+    model = build_model(args, x, classes).to(device)  # the same on every rank: one seed
     opt = optim.make(optimizer_config(args), model.parameters())
+    where = f" rank {world.rank}/{world.size}" if world else ""
     print(
-        f"trial {trial.trial_name() or '(local)'}: seed={seed} device={device} bf16={bf16} "
-        f"params={models.count_parameters(model)} {vars(args)}",
+        f"trial {trial.trial_name() or '(local)'}{where}: seed={seed} device={device} "
+        f"bf16={bf16} params={models.count_parameters(model)} {vars(args)}",
         flush=True,
     )
     if args.mode == "lr-range-test":
-        return range_test(args, model, opt, train_loader, device)
+        if world is not None:
+            raise ValueError("--mode lr-range-test runs in one process; drop WORLD_SIZE")
+        return range_test(args, model, opt, train_loader, device), True
     net: nn.Module = torch.compile(model) if args.compile else model  # type: ignore[assignment]
+    if world is not None:
+        net = DistributedDataParallel(net)  # gradients averaged over the ranks
     params = {k: v for k, v in args.schedule_param if v is not None}
     sched = Schedule(opt, args.schedule, params, args.warmup_steps, args.warmup_start_lr)
 
@@ -127,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(first, args.epochs + 1):
         shuffle.manual_seed(seed * 100_003 + epoch)  # the same batches after a resume
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         net.train()
         t0 = time.monotonic()
         seen, train_loss = 0, 0.0
@@ -139,8 +176,10 @@ def run(args: argparse.Namespace) -> int:
             value = float(loss.detach())
             if not math.isfinite(value):
                 print(f"epoch {epoch}: loss is {value}; the run diverged", flush=True)
-                trial.report(epoch, val_accuracy=math.nan, val_loss=math.nan, train_loss=value)
-                return 0
+                if leader:
+                    trial.report(epoch, val_accuracy=math.nan, val_loss=math.nan, train_loss=value)
+                    return 0, False
+                return 1, False  # a rank's own NaN: rank 0 sees it on its share, or fails
             loss.backward()
             opt.step()
             seen += len(yb)
@@ -152,11 +191,17 @@ def run(args: argparse.Namespace) -> int:
                 break
         if device.type == "cuda":
             torch.cuda.synchronize()
-        rate = seen / max(time.monotonic() - t0, 1e-9)
-        acc, val_loss = evaluate(net, val_loader, device, autocast)
+        rate = seen / max(time.monotonic() - t0, 1e-9) * (world.size if world else 1)
         lr = sched.lr
+        if not leader:
+            # The schedule steps on rank 0's validation loss: the others get it from rank 0.
+            if args.schedule_unit == "epoch":
+                sched.step(_from_leader(math.nan, device))
+            continue
+        # Rank 0 alone: through the DDP wrapper its forward would wait for the others.
+        acc, val_loss = evaluate(net if world is None else model, val_loader, device, autocast)
         if args.schedule_unit == "epoch":
-            sched.step(val_loss)
+            sched.step(_from_leader(val_loss, device) if world else val_loss)
         trial.report(
             epoch,
             val_accuracy=acc,
@@ -187,8 +232,16 @@ def run(args: argparse.Namespace) -> int:
             )
         if trial.should_stop():
             print("SIGTERM: stopping after this epoch's report", flush=True)
-            break
-    return 0
+            return 0, False
+    return 0, True
+
+
+def _from_leader(value: float, device: torch.device) -> float:
+    """Rank 0's `value`, on every rank (a schedule that reads the validation loss must
+    step alike everywhere, or the ranks' learning rates drift apart)."""
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
 
 
 def range_test(

@@ -52,6 +52,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, delete]
+# A JobSet trial (trialTemplate kind JobSet) is one JobSet instead: the same verbs. Its
+# pods are found through the JobSet's labels on them; its child Jobs are never touched.
+- apiGroups: [jobset.x-k8s.io]
+  resources: [jobsets]
+  verbs: [get, list, watch, create, delete]
 # Read trial pods (state, termination message); delete a stopped trial's pods at once
 # to hand back its GPU; create only as a server-side dry run, to validate a Study's
 # pod template against Pod Security before any trial starts.

@@ -19,6 +19,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from localcluster.node.hosts import HostsFiles, hostname
 from localcluster.node.runner import PodRunner
 from localcluster.node.volumes import decode_secret
 from localcluster.state import KUBE_VERSION, ClusterInfo, Layout
@@ -77,6 +78,7 @@ class Agent:
         self.nodes = {n.name: n for n in nodes}
         self.runners: dict[str, PodRunner] = {}
         self.gpus_of: dict[str, tuple[str, list[int]]] = {}
+        self.hosts = HostsFiles()  # each pod's /etc/hosts (see hosts.py)
         self.lock = threading.Lock()
         self.next_ip = 1
         self.stopping = threading.Event()
@@ -263,6 +265,7 @@ class Agent:
         return False
 
     def finished(self, uid: str) -> None:
+        self.hosts.remove(uid)
         with self.lock:
             runner = self.runners.get(uid)
             node_gpus = self.gpus_of.pop(uid, None)
@@ -276,7 +279,7 @@ class Agent:
         path = f"{self.bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         return {
             "PATH": path,
-            "HOSTNAME": pod["metadata"]["name"],
+            "HOSTNAME": hostname(pod),
             # In-cluster configuration finds the API server through these.
             "KUBERNETES_SERVICE_HOST": "127.0.0.1",
             "KUBERNETES_SERVICE_PORT": str(self.info.ports.apiserver),
@@ -386,6 +389,7 @@ class Agent:
             sandbox = self.layout.pods / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
             runner = PodRunner(self, pod, self._allocate_ip(), "127.0.0.1", gpus, sandbox)
             self.runners[meta["uid"]] = runner
+        self.hosts.add(meta["uid"], pod, runner.pod_ip, runner.hosts_file)
         gpu_note = f", GPUs {gpus}" if gpus else ""
         log(f"starting pod {runner.pod_key} on {node} ip {runner.pod_ip}{gpu_note}")
         runner.start()

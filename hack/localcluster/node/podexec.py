@@ -1,4 +1,5 @@
-"""Launcher for one container process: private mount namespace, bind mounts, exec.
+"""Launcher for one container process: private mount namespace, bind mounts, the pod's
+hostname, exec.
 
 Run as ``python -m localcluster.node.podexec SPEC.json``. It unshares the mount
 namespace so that each pod sees its own files at fixed paths (above all the
@@ -21,6 +22,7 @@ import os
 import sys
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
 MS_RDONLY = 0x1
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
@@ -79,6 +81,13 @@ def _mount_all(libc: ctypes.CDLL, spec: dict[str, object]) -> None:
             _bind(libc, fd, True, path, False)  # shadowed by a volume: show it again
 
 
+def _set_hostname(libc: ctypes.CDLL, name: str) -> None:
+    """The pod's own hostname (its UTS namespace), as every container of a pod sees it."""
+    _check(libc.unshare(CLONE_NEWUTS), "unshare(CLONE_NEWUTS)")
+    raw = name.encode()
+    _check(libc.sethostname(raw, len(raw)), "sethostname")
+
+
 def main() -> None:
     with open(sys.argv[1], encoding="utf-8") as f:
         spec = json.load(f)
@@ -87,6 +96,11 @@ def main() -> None:
         _mount_all(libc, spec)
     except OSError as e:
         print(f"localnode: WARNING: no private mounts for this container ({e})", file=sys.stderr)
+    if spec.get("hostname"):
+        try:
+            _set_hostname(libc, spec["hostname"])
+        except OSError as e:
+            print(f"localnode: WARNING: the node's hostname, not the pod's ({e})", file=sys.stderr)
     os.chdir(spec["cwd"])
     argv = spec["argv"]
     try:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from localcluster.node import envvars, volumes
+from localcluster.node import envvars, hosts, volumes
 from localcluster.node.probes import Probe, ProbeError, ProbeWorker, check, probes_of
 
 PODEXEC = str(Path(__file__).with_name("podexec.py"))
@@ -161,6 +161,10 @@ class PodRunner(threading.Thread):
         self.wake.set()
 
     # -- the pod's life ----------------------------------------------------------------
+
+    @property
+    def hosts_file(self) -> Path:
+        return self.sandbox / "etc-hosts"
 
     def _container(self, spec: dict[str, Any], init: bool) -> Container:
         return Container(
@@ -312,6 +316,8 @@ class PodRunner(threading.Thread):
                 except ProbeError as e:
                     raise ConfigError(str(e)) from None
             c.mounts = [{"source": str(c.termination_log), "target": self._term_path(c)}]
+            if self.hosts_file.exists():  # written by the agent (see hosts.py)
+                c.mounts.append({"source": str(self.hosts_file), "target": "/etc/hosts"})
             for vm in c.spec.get("volumeMounts") or []:
                 if vm["name"] not in vols:
                     raise ConfigError(f"volumeMount {vm['name']!r} names no volume of the pod")
@@ -354,6 +360,7 @@ class PodRunner(threading.Thread):
             "env": c.env,
             "cwd": str(c.spec.get("workingDir") or self.sandbox),
             "mounts": c.mounts,
+            "hostname": hosts.hostname(self.pod),
             # What the process itself runs from; kept visible under any volume.
             "keep": [str(REPO), sys.prefix, sys.base_prefix],
         }

@@ -22,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from kubetune import metrics
 from kubetune.render import API_VERSION, GROUP, VERSION
 from kubetune.timestamps import format_time
+from kubetune.workloads import JOBSET_API
 
 log = logging.getLogger("kubetune.kube")
 MERGE = "application/merge-patch+json"
@@ -112,6 +113,8 @@ class Kube:
     def _path(kind: str, namespace: str, name: str = "") -> str:
         if kind == "Job":
             base = f"/apis/batch/v1/namespaces/{namespace}/jobs"
+        elif kind == "JobSet":
+            base = f"/apis/{JOBSET_API}/namespaces/{namespace}/jobsets"
         elif kind == "Pod":
             base = f"/api/v1/namespaces/{namespace}/pods"
         elif kind == "ConfigMap":
@@ -141,17 +144,24 @@ class Kube:
                 return None
             raise
 
-    def validate(self, job: dict[str, Any], pod: dict[str, Any]) -> str | None:
-        """Server-side dry runs of a trial's Job and pod; the refusal's message, or None.
+    def validate(self, workload: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:
+        """Server-side dry runs of a trial's workload (Job, JobSet) and of its pods; the
+        refusal's message, or None.
 
         Admission runs on dry runs too, so this catches a template that Pod Security
         (or any validating webhook) would refuse, before a Job silently makes no pods.
         """
-        ns = job["metadata"]["namespace"]
+        ns = workload["metadata"]["namespace"]
         try:
-            for kind, body in (("Job", job), ("Pod", pod)):
+            for body in (workload, *pods):
+                kind = body["kind"]
                 self._call("POST", self._path(kind, ns), kind.lower(), body, [("dryRun", "All")])
         except ApiException as e:
+            if e.status == 404 and workload["kind"] != "Job":
+                return (
+                    f"the API server does not serve {workload['apiVersion']} "
+                    f"{workload['kind']}: install its controller (and restart kubetune)"
+                )
             if e.status in (400, 403, 422):
                 return api_error(e)
             raise
@@ -177,7 +187,7 @@ class Kube:
     def delete(
         self, kind: str, namespace: str, name: str, grace_seconds: int | None = None
     ) -> None:
-        """Delete a Job (its pods follow through the garbage collector) or a Pod."""
+        """Delete a Job or JobSet (its pods follow through the garbage collector) or a Pod."""
         body: dict[str, Any] = {"propagationPolicy": "Background"}
         if grace_seconds is not None:
             body["gracePeriodSeconds"] = grace_seconds
