@@ -238,6 +238,11 @@ def test_failed_diverged_and_silent_trials_do_not_stop_the_study(
             "spec.parameters[0]",
             "exactly one of float, int or categorical",
         ),
+        (
+            lambda s: s["spec"]["trialTemplate"].update(kind="JobSet"),
+            "spec.trialTemplate",
+            "a JobSet trial (kind: JobSet) gives spec",
+        ),
     ],
     ids=[
         "low-above-high",
@@ -246,6 +251,7 @@ def test_failed_diverged_and_silent_trials_do_not_stop_the_study(
         "parallelism",
         "log-negative",
         "two-kinds",
+        "jobset-without-spec",
     ],
 )
 def test_invalid_study_is_rejected_by_kubectl_apply(
