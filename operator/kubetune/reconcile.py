@@ -346,10 +346,14 @@ class Reconciler:
                     await self._sync(spec, model, trials.views)
             except SpecError as e:
                 return await self._invalid(key, study, e, now)
+        # Without a model (a finished Study, after a restart) count what a rebuilt one
+        # would have learned: every finished trial but seed repeats. Not the stored count:
+        # an operator killed between telling Optuna its last trials and the pass that
+        # wrote them left a stale one behind.
         learned = (
             model.learned()
             if model is not None
-            else (status.get("sampler") or {}).get("learnedTrials", 0)
+            else sum(v.status.terminal and v.source != "repeat" for v in trials.views)
         )
         result.status["sampler"] = {"name": spec.sampler.name, "learnedTrials": learned}
 

@@ -406,3 +406,28 @@ def test_importance_refits_of_all_studies_keep_to_their_share_of_a_core() -> Non
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(gaps) == 2
     assert all(g >= 0.05 / IMPORTANCE_CPU_SHARE for g in gaps), gaps
+
+
+def test_a_finished_study_counts_what_its_sampler_learned_from_its_trials_not_a_stale_status() -> (
+    None
+):
+    """An operator killed after writing Succeeded with a count from before its last
+    trials were told: its successor, with no sampler to build, still reports them all."""
+    h = Harness(study(max_trials=2, parallelism=2))
+    h.run()
+    h.finish("s-0", 0.1)
+    h.finish("s-1", 0.2)
+    h.run()
+    stored = h.cache.study(KEY)
+    assert stored is not None and stored["status"]["phase"] == "Succeeded"
+    assert stored["status"]["sampler"]["learnedTrials"] == 2
+    stale = copy.deepcopy(stored)
+    stale["status"]["sampler"]["learnedTrials"] = 1
+    restarted = Harness(stale)
+    for record in h.cache.studies[KEY].trials.values():
+        restarted.cache.put(record)
+    restarted.kube.objects[("Study", NAME)] = copy.deepcopy(stale)
+    restarted.run()
+    assert restarted.rec.models == {}, "a finished Study needs no sampler"
+    status = restarted.kube.objects[("Study", NAME)]["status"]
+    assert status["sampler"]["learnedTrials"] == 2, status
