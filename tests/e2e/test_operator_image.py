@@ -11,10 +11,12 @@ cache).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import shutil
 import subprocess
+import sys
 import venv
 from pathlib import Path
 
@@ -22,6 +24,14 @@ import pytest
 
 from tests.e2e.conftest import ROOT, Operator, Studies
 from tests.e2e.test_search import QUICK, study
+
+CACHE = (
+    Path(
+        os.environ.get("KUBETUNE_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kubetune"
+    )
+    / "image-venv"
+)
 
 
 def dockerfile_steps(path: Path) -> tuple[dict[str, str], str, list[tuple[list[str], str]], str]:
@@ -67,8 +77,18 @@ def image_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
             else:
                 target.mkdir(parents=True, exist_ok=True)
                 shutil.copy(src, target / src.name)
-    env_dir = image / "venv"
-    venv.create(env_dir, with_pip=True)
+    # The environment outlives the session, keyed by what decides its dependencies (the
+    # Dockerfile, pyproject.toml, this Python): the install below runs every time and
+    # reinstalls the project from the copied sources, but finds the dependencies in
+    # place (a minute saved). A changed dependency list gets a fresh environment.
+    key = hashlib.sha256()
+    for part in (ROOT / "operator" / "Dockerfile", ROOT / "pyproject.toml"):
+        key.update(part.read_bytes())
+    key.update(sys.version.encode())
+    env_dir = CACHE / key.hexdigest()[:16] / "venv"
+    if not (env_dir / "bin" / "python").exists():
+        shutil.rmtree(env_dir.parent, ignore_errors=True)
+        venv.create(env_dir, with_pip=True)
     installs = [c.strip() for c in run.split("&&") if c.strip().startswith("pip install")]
     assert installs, f"no pip install in the Dockerfile's RUN line: {run}"
     path = f"{env_dir / 'bin'}{os.pathsep}{os.environ['PATH']}"
@@ -105,6 +125,10 @@ def test_the_operator_installed_as_the_image_installs_it_finishes_a_study_with_i
     )
     assert where.returncode == 0, where.stderr
     assert where.stdout.startswith(str(image_python.parents[1])), "not the dev checkout"
+    installed = Path(where.stdout.strip()).parent / "reconcile.py"
+    assert installed.read_text() == (ROOT / "operator/kubetune/reconcile.py").read_text(), (
+        "the environment runs this checkout's operator, not a cached one"
+    )
     operator.stop()
     operator.python, operator.cwd = str(image_python), image_python.parent
     operator.env["PYTHONPATH"] = ""
