@@ -170,6 +170,9 @@ class Reconciler:
         self.refit_turn = asyncio.Lock()  # refits during Studies take turns...
         self.refit_free_at = 0.0  # ...and the next starts no earlier than this (monotonic)
         self.validated: dict[str, int] = {}  # by Study uid: the generation whose template passed
+        # Workload kinds the watches follow (JobSet only where its API was served at start):
+        # a trial of another kind would never be seen to run.
+        self.watched_kinds: set[str] = {"Job"}
         self.freed: dict[str, list[float]] = {}  # by Study uid: when trial slots freed
         # When the watch saw each trial's pod end (by Trial name), for the turnover metric.
         self.pods_ended: dict[Key, dict[str, float]] = {}
@@ -620,6 +623,12 @@ class Reconciler:
         meta = study["metadata"]
         if self.validated.get(meta["uid"]) == generation:
             return
+        kind = kind_of(spec.trial_template)
+        if kind.kind not in self.watched_kinds:
+            raise SpecError(
+                f"spec.trialTemplate.kind: {kind.kind} trials need {kind.api_version} served "
+                "when kubetune starts, and it was not: install JobSet, then restart kubetune"
+            )
         ident = self._ident(spec, meta, 0)
         owner = render.Owner(kind="Study", name=meta["name"], uid=meta["uid"])
         job = self._job(spec, ident, render.sample_params(spec), owner)

@@ -61,6 +61,7 @@ class Watches:
         # when the trial template is validated, and nothing is watched here.
         if served(api, JOBSETS):
             kinds.append((JOBSETS, JobSetRecord))
+            reconciler.watched_kinds.add("JobSet")
         else:
             log.info("%s is not served: JobSet trials are unavailable", JOBSET_API)
         self.informers = [

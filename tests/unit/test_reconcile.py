@@ -431,3 +431,30 @@ def test_a_finished_study_counts_what_its_sampler_learned_from_its_trials_not_a_
     assert restarted.rec.models == {}, "a finished Study needs no sampler"
     status = restarted.kube.objects[("Study", NAME)]["status"]
     assert status["sampler"]["learnedTrials"] == 2, status
+
+
+def test_a_jobset_study_without_jobsets_watched_is_invalid_and_creates_nothing() -> None:
+    """JobSet installed after kubetune started: its trials would never be seen to run."""
+    pod_template = {"spec": {"containers": [{"name": "c", "image": "i"}]}}
+    template = {
+        "kind": "JobSet",
+        "spec": {
+            "replicatedJobs": [{"name": "w", "template": {"spec": {"template": pod_template}}}]
+        },
+    }
+    h = Harness(study(trialTemplate=template))
+    h.run()
+    assert h.trials() == {} and not any(k == "JobSet" for k, _ in h.kube.objects)
+    status = h.kube.objects[("Study", NAME)]["status"]
+    (invalid,) = [c for c in status["conditions"] if c["type"] == "Invalid"]
+    assert invalid["status"] == "True"
+    assert "restart kubetune" in invalid["message"], invalid
+    h.rec.watched_kinds.add("JobSet")  # what the watches do when the API is served
+    h.rec.validated.clear()
+    h.kube.objects[("Study", NAME)]["metadata"]["generation"] = 2
+    body = copy.deepcopy(h.kube.objects[("Study", NAME)])
+    body["metadata"]["resourceVersion"] = "99999"
+    h.cache.put_study(body)
+    h.run()
+    assert sorted(h.trials()) == ["s-0", "s-1"]
+    assert sorted(n for k, n in h.kube.objects if k == "JobSet") == ["s-0", "s-1"]
