@@ -16,8 +16,11 @@ a slow sampler (GP) only delays its own Study.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,6 +96,21 @@ class Settings:
     # Prometheus polls per running Study: with a pruner (decisions wait on it), without.
     poll_seconds: float = 1.0
     poll_seconds_unpruned: float = 5.0
+
+
+STUCK_PASS_SECONDS = 120.0
+
+
+def _log_stuck_pass(key: Key) -> None:
+    """Log every coroutine's and thread's stack: what a pass that does not end waits on."""
+    lines = [f"reconcile of study {key[0]}/{key[1]} has run {STUCK_PASS_SECONDS:.0f} s"]
+    for task in asyncio.all_tasks():
+        out = io.StringIO()
+        task.print_stack(file=out)
+        lines.append(out.getvalue())
+    for ident, frame in sys._current_frames().items():
+        lines.append(f"thread {ident}:\n{''.join(traceback.format_stack(frame))}")
+    log.error("\n".join(line for line in lines if line))
 
 
 def _study_changed(current: dict[str, Any], new: dict[str, Any]) -> str | None:
@@ -228,6 +246,11 @@ class Reconciler:
         try:
             while True:
                 self.dirty.discard(key)
+                # A pass waits only on bounded work; one that does not return was never
+                # meant to happen and would stop its Study silently: say where it waits.
+                watchdog = asyncio.get_running_loop().call_later(
+                    STUCK_PASS_SECONDS, _log_stuck_pass, key
+                )
                 try:
                     with metrics.RECONCILE.time():
                         again = await self._pass(key)
@@ -237,6 +260,8 @@ class Reconciler:
                     self._report_error(key, e)
                     self.trigger_after(key, 5.0)
                     again = False
+                finally:
+                    watchdog.cancel()
                 if again:
                     self.dirty.add(key)
                 if key not in self.dirty:

@@ -11,11 +11,14 @@ import asyncio
 import copy
 import itertools
 import json
+import logging
 import time
 from collections import Counter
 from typing import Any
 
-from kubetune import metrics, render
+import pytest
+
+from kubetune import metrics, reconcile, render
 from kubetune.cache import Cache, JobRecord, PodRecord, TrialRecord
 from kubetune.lanes import CreatesFirst
 from kubetune.reconcile import IMPORTANCE_CPU_SHARE, Reconciler, Settings, _with_removals
@@ -458,3 +461,26 @@ def test_a_jobset_study_without_jobsets_watched_is_invalid_and_creates_nothing()
     h.run()
     assert sorted(h.trials()) == ["s-0", "s-1"]
     assert sorted(n for k, n in h.kube.objects if k == "JobSet") == ["s-0", "s-1"]
+
+
+def test_a_pass_that_does_not_end_logs_where_it_waits(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stuck pass would stop its Study without a word: after a while the log shows
+    every coroutine's and thread's stack."""
+    monkeypatch.setattr(reconcile, "STUCK_PASS_SECONDS", 0.1)
+    h = Harness(study())
+    slow = h.kube.validate
+
+    def validate(*args: Any) -> str | None:
+        time.sleep(0.5)
+        return slow(*args)
+
+    h.kube.validate = validate  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="kubetune.reconcile"):
+        h.run()
+    (record,) = [r for r in caplog.records if "has run" in r.getMessage()]
+    text = record.getMessage()
+    assert f"reconcile of study {NS}/{NAME} has run" in text
+    assert "in validate" in text and "time.sleep(0.5)" in text, text
+    assert sorted(h.trials()) == ["s-0", "s-1"], "and the pass still ends"
