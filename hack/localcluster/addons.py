@@ -33,6 +33,7 @@ import yaml
 from localcluster import pki
 from localcluster.state import ClusterInfo, Layout, repo_root
 
+ADDON_LABEL = "localcluster.kubetune.dev/addon"  # on what the cluster made for an add-on
 PODEXEC = repo_root() / "hack" / "localcluster" / "node" / "podexec.py"
 
 
@@ -185,7 +186,10 @@ def webhook_configurations(
             hook["timeoutSeconds"] = 10
             hooks.append(hook)
         if hooks:
-            doc["metadata"] = {"name": f"{addon.name}-{doc['metadata']['name']}"}
+            doc["metadata"] = {
+                "name": f"{addon.name}-{doc['metadata']['name']}",
+                "labels": {ADDON_LABEL: addon.name},  # how addons_down finds them
+            }
             doc["webhooks"] = hooks
             out.append(doc)
     return out

@@ -573,19 +573,19 @@ def addons_down(names: list[str], *, layout: Layout | None = None) -> None:
     layout = layout or Layout()
     kubectl = [str(binaries() / "kubectl"), f"--kubeconfig={layout.kubeconfig}"]
     for name in addons.parse(",".join(names)):
-        for kind in ("mutating", "validating"):
-            subprocess.run(
-                [
-                    *kubectl,
-                    "delete",
-                    f"{kind}webhookconfiguration",
-                    f"{name}-{kind}-webhook-configuration",  # as addons.webhook_configurations
-                    "--ignore-not-found",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+        subprocess.run(
+            [
+                *kubectl,
+                "delete",
+                "mutatingwebhookconfigurations,validatingwebhookconfigurations",
+                "-l",
+                f"{addons.ADDON_LABEL}={name}",
+                "--ignore-not-found",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if procs.stop(layout.pidfile(name)):
             log(f"stopped {name}")
 

@@ -38,6 +38,7 @@ metadata: {name: webhook-service}
 def test_webhooks_point_at_loopback_and_only_the_enabled_frameworks() -> None:
     hooks = webhook_configurations(MANIFEST, ADDONS["kueue"], 9443, "Q0E=", others=set())
     assert [h["metadata"]["name"] for h in hooks] == ["kueue-mutating-webhook-configuration"]
+    assert hooks[0]["metadata"]["labels"] == {"localcluster.kubetune.dev/addon": "kueue"}
     [job] = hooks[0]["webhooks"]  # no Ray (not enabled), no JobSet (JobSet not running)
     assert job["clientConfig"] == {
         "url": "https://127.0.0.1:9443/mutate-batch-v1-job",
