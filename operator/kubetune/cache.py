@@ -344,12 +344,16 @@ class Cache:
                     orphans.append(j.name)
             elif j.owner_uid is not None and by_uid.get(j.owner_uid) == j.name:
                 jobs[j.name] = j  # owned by its Trial (made by operators before 0.2)
-        job_of = {j.uid: name for name, j in jobs.items()}
+        # Assumed workloads (creates in flight) have no uid yet: nothing is theirs.
+        job_of = {j.uid: name for name, j in jobs.items() if j.uid}
         pods: dict[str, list[PodObservation]] = {}
         for p in state.pods.values():
             # A Job's pods by their owner; a JobSet's (owned by its Jobs) by its uid label,
-            # and only its leader, whose pod is the trial's result.
-            name = job_of.get(p.owner_uid or "") or job_of.get(p.group_uid or "")
+            # and only its leader, whose pod is the trial's result. A pod whose Job is gone
+            # (removed once its trial was recorded) belongs to no trial.
+            name = job_of.get(p.owner_uid) if p.owner_uid else None
+            if name is None and p.group_uid:
+                name = job_of.get(p.group_uid)
             if name is not None and p.leader:
                 pods.setdefault(name, []).append(p.observation)
         for observed in pods.values():

@@ -484,3 +484,22 @@ def test_a_pass_that_does_not_end_logs_where_it_waits(
     assert f"reconcile of study {NS}/{NAME} has run" in text
     assert "in validate" in text and "time.sleep(0.5)" in text, text
     assert sorted(h.trials()) == ["s-0", "s-1"], "and the pass still ends"
+
+
+def test_a_pod_whose_job_is_gone_is_never_taken_for_a_trial_being_created() -> None:
+    """A recorded trial's Job is removed while its pod lingers; the next trial's Job is
+    in the cache as an assumed object without a uid until its create returns. The pod
+    must not be read as the new trial's (it once completed it with the old result)."""
+    h = Harness(study(max_trials=3, parallelism=1))
+    h.run()
+    old_job = h.jobs()["s-0"]
+    h.finish("s-0", 0.7)
+    h.run()  # s-0 recorded, its Job removed; s-1 created
+    assert "s-0" not in h.jobs() and "s-1" in h.jobs()
+    state = h.cache.studies[KEY]
+    assert any(p.owner_uid == old_job["metadata"]["uid"] for p in state.pods.values())
+    # s-1's create is in flight: the cache holds its assumed Job (no uid).
+    state.jobs["s-1"] = JobRecord.parse(reconcile._assumed(h.jobs()["s-1"]))
+    snap = h.cache.snapshot(KEY)
+    assert snap is not None
+    assert "s-1" not in snap.pods, snap.pods
