@@ -229,16 +229,28 @@ def render_job(
     job_labels, suspend = workload_labels(spec, ident, [job_spec["template"]])
     if suspend:
         job_spec["suspend"] = True
+    return owned("batch/v1", "Job", ident, job_labels, owner, job_spec)
+
+
+def owned(
+    api_version: str,
+    kind: str,
+    ident: TrialIdentity,
+    obj_labels: dict[str, str],
+    owner: Owner,
+    spec: dict[str, Any],
+) -> dict[str, Any]:
+    """A trial's object (its Trial, Job or JobSet): named after the trial, owned by `owner`."""
     return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
+        "apiVersion": api_version,
+        "kind": kind,
         "metadata": {
             "name": ident.name,
             "namespace": ident.namespace,
-            "labels": job_labels,
+            "labels": obj_labels,
             "ownerReferences": [owner.reference()],
         },
-        "spec": job_spec,
+        "spec": spec,
     }
 
 
@@ -250,23 +262,14 @@ def render_trial(
     sampler_state: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The Trial object (owned by its Study)."""
-    trial: dict[str, Any] = {
-        "apiVersion": API_VERSION,
-        "kind": "Trial",
-        "metadata": {
-            "name": ident.name,
-            "namespace": ident.namespace,
-            "labels": labels(ident),
-            "ownerReferences": [owner.reference()],
-        },
-        "spec": {
-            "study": ident.study,
-            "number": ident.number,
-            "params": params,
-            "seed": ident.seed,
-            "source": source,
-        },
+    trial_spec: dict[str, Any] = {
+        "study": ident.study,
+        "number": ident.number,
+        "params": params,
+        "seed": ident.seed,
+        "source": source,
     }
+    trial = owned(API_VERSION, "Trial", ident, labels(ident), owner, trial_spec)
     if sampler_state:
         trial["spec"]["samplerState"] = sampler_state
     return trial

@@ -20,6 +20,7 @@ from kubetune.render import (
     DEFAULT_METRICS_PORT,
     Owner,
     TrialIdentity,
+    owned,
     placeholder_values,
     render_job,
     substitute,
@@ -133,17 +134,7 @@ class JobSetKind(JobKind):
         js_labels, suspend = workload_labels(spec, ident, templates)
         if suspend:
             js_spec["suspend"] = True
-        return {
-            "apiVersion": JOBSET_API,
-            "kind": "JobSet",
-            "metadata": {
-                "name": ident.name,
-                "namespace": ident.namespace,
-                "labels": js_labels,
-                "ownerReferences": [owner.reference()],
-            },
-            "spec": js_spec,
-        }
+        return owned(JOBSET_API, "JobSet", ident, js_labels, owner, js_spec)
 
     def observe(self, obj: dict[str, Any]) -> JobObservation:
         spec, status = obj.get("spec") or {}, obj.get("status") or {}
