@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages the project needs: etcd (the local cluster's store), openssl
-# (its certificates), python3-venv. Installs only what is missing.
+# (its certificates), python3-venv, chromium (browser tests). Installs only what is missing.
 set -euo pipefail
 need=()
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v openssl >/dev/null || need+=(openssl)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+# The report's browser test (tests/e2e/test_report.py) renders it in headless chromium.
+command -v chromium >/dev/null || need+=(chromium)
 [[ ${#need[@]} -eq 0 ]] && exit 0
 echo "system-deps: installing ${need[*]}" >&2
 SUDO=""

@@ -134,6 +134,13 @@ def report(step: int, **metrics: float) -> None:
         _write_termination_message(step, {k: float(v) for k, v in metrics.items()}, history)
 
 
+def last_step() -> int | None:
+    """The step of the latest report, or None before the first."""
+    with _lock:
+        steps = [int(series[-1][0]) for series in _state["history"].values() if series]
+    return max(steps) if steps else None
+
+
 def termination_message(
     step: int, metrics: dict[str, float], history: dict[str, list[list[float]]]
 ) -> str:
