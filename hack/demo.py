@@ -2,7 +2,8 @@
 
 Starts the local cluster (unless it is running), installs the CRDs, starts the
 operator, applies examples/digits-study.yaml, shows progress, prints the best
-trial and a table of all trials, and stops what it started.
+trial and a table of all trials, writes the HTML report (reports/digits-mlp.html),
+and stops what it started.
 """
 
 from __future__ import annotations
@@ -146,7 +147,28 @@ def main() -> int:
                 + ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best_trial["params"].items()))
             )
         print(f"study {name}: {st.get('phase')} in {time.monotonic() - t0:.0f}s")
-        return 0 if st.get("phase") == "Succeeded" else 1
+        if st.get("phase") != "Succeeded":
+            return 1
+        # The same as `kubetune report digits-mlp -n kubetune-demo -o reports/digits-mlp.html`.
+        report = repo_root() / "reports" / f"{name}.html"
+        report.parent.mkdir(exist_ok=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kubetune.cli",
+                "-n",
+                NAMESPACE,
+                "report",
+                name,
+                "-o",
+                str(report),
+            ],
+            check=True,
+            env={**os.environ, "KUBECONFIG": str(layout.kubeconfig)},
+        )
+        print(f"demo: open {report.relative_to(repo_root())} in a browser to see the search")
+        return 0
     finally:
         if operator is not None:
             operator.send_signal(signal.SIGTERM)

@@ -145,7 +145,7 @@ class Client:
             raise
 
     def _explain(self, what: str, e: ApiException) -> KubetuneError:
-        if e.status == 404 and "could not find the requested resource" in str(e.body or ""):
+        if e.status == 404 and not self._crds_installed():
             return KubetuneError(
                 f"kubetune is not installed in this cluster: the API server does not know "
                 f"{GROUP}'s Study and Trial resources (install the CRDs: `make install`, or "
@@ -156,6 +156,15 @@ class Client:
         if e.status in (401, 403):
             return KubetuneError(f"not allowed to read {what}: {_api_message(e)}")
         return KubetuneError(f"{what}: {e.status} {_api_message(e)}")
+
+    def _crds_installed(self) -> bool:
+        """Whether the API server serves Studies (a 404 alone cannot tell "no such
+        Study" from "no such resource": the body differs between API server versions)."""
+        try:
+            found = self.custom.get_api_resources(GROUP, VERSION, _request_timeout=10)
+        except ApiException as e:
+            return e.status != 404
+        return any(r.name == "studies" for r in found.resources or [])
 
     def study_object(self, name: str) -> dict[str, Any]:
         obj: dict[str, Any] = self._call(
