@@ -100,7 +100,7 @@ def _dump(obj: Any, output: str) -> str:
 
 def cmd_get(kt: Client, args: argparse.Namespace) -> int:
     if args.study:
-        result = kt.results(args.study)
+        result = StudyResult.from_k8s(kt.study_object(args.study), [])
         if args.output in ("yaml", "json"):
             print(_dump(kt.study_object(args.study), args.output))
             return 0

@@ -163,7 +163,7 @@ class Client:
         try:
             found = self.custom.get_api_resources(GROUP, VERSION, _request_timeout=10)
         except ApiException as e:
-            return e.status != 404
+            return e.status != 404)
         return any(r.name == "studies" for r in found.resources or [])
 
     def study_object(self, name: str) -> dict[str, Any]:
@@ -369,11 +369,13 @@ class Study:
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:
-                result = self.refresh()
+                # The Study's status alone (counts, best): listing every Trial on each
+                # poll would cost the API server O(trials) per second for a progress bar.
+                result = StudyResult.from_k8s(self.client.study_object(self.name), [])
                 if bar is not None:
                     bar.show(result)
                 if result.finished:
-                    return result
+                    return self.refresh()
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(
                         f"study {self.name!r} is still {result.phase} after {timeout:.0f} s"
@@ -448,15 +450,17 @@ class _ProgressBar:
         self.bar = tqdm(desc=name, unit="trial", file=sys.stderr, dynamic_ncols=True)
 
     def show(self, result: StudyResult) -> None:
-        done = sum(t.finished for t in result.search_trials)
-        _, most = result.progress
-        if most is not None and self.bar.total != most:
-            self.bar.total = most
-        self.bar.n = done
-        best = result.best
-        values = best.values if best is not None else None
+        """From the Study's status: its trial counts and best trial."""
+        counts = result.status.get("trials") or {}
+        # status.progress is "finished/maxTrials" (seed repeats of the best not counted).
+        done, _, most = str(result.status.get("progress") or "0/").partition("/")
+        if most.isdigit() and self.bar.total != int(most):
+            self.bar.total = int(most)
+        self.bar.n = int(done) if done.isdigit() else 0
+        best = (result.status.get("bestTrial") or {}).get("value")
+        running = int(counts.get("running") or 0)
         self.bar.set_postfix_str(
-            f"{result.phase}, best {format_value(values[0] if values else None)}", refresh=False
+            f"{result.phase}, {running} running, best {format_value(best)}", refresh=False
         )
         self.bar.refresh()
 
