@@ -163,7 +163,7 @@ class Client:
         try:
             found = self.custom.get_api_resources(GROUP, VERSION, _request_timeout=10)
         except ApiException as e:
-            return e.status != 404
+            return bool(e.status != 404)
         return bool(any(r.name == "studies" for r in found.resources or []))
 
     def study_object(self, name: str) -> dict[str, Any]:
