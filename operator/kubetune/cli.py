@@ -228,25 +228,35 @@ def cmd_logs(kt: Client, args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     prog = "kubectl tune" if os.path.basename(sys.argv[0]).startswith("kubectl-") else "kubetune"
-    p = argparse.ArgumentParser(prog=prog, description="See and use kubetune Studies.")
-    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
-    p.add_argument("--context", help="the kubeconfig context to use")
-    p.add_argument("-n", "--namespace", help="namespace (default: the context's)")
+    # kubectl takes its global flags anywhere (`kubectl tune get -n team`): so do we. On a
+    # subcommand they are SUPPRESSed when absent, so they never undo one given before it.
+    cluster = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    cluster.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
+    )
+    cluster.add_argument("--context", help="the kubeconfig context to use")
+    cluster.add_argument("-n", "--namespace", help="namespace (default: the context's)")
+    p = argparse.ArgumentParser(
+        prog=prog, description="See and use kubetune Studies.", parents=[cluster]
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    get = sub.add_parser("get", aliases=["list"], help="Studies with their progress and best")
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[cluster], **kwargs)
+
+    get = command("get", aliases=["list"], help="Studies with their progress and best")
     get.add_argument("study", nargs="?")
     get.add_argument("-A", "--all-namespaces", action="store_true")
     get.add_argument("-o", "--output", choices=["wide", "yaml", "json"])
     get.set_defaults(run=cmd_get)
 
-    watch = sub.add_parser("watch", help="a live progress bar and the best value until it ends")
+    watch = command("watch", help="a live progress bar and the best value until it ends")
     watch.add_argument("study")
     watch.add_argument("--timeout", type=float, help="give up after this many seconds")
     watch.add_argument("--interval", type=float, default=2.0, help=argparse.SUPPRESS)
     watch.set_defaults(run=cmd_watch)
 
-    best = sub.add_parser("best", help="the best parameters (YAML or JSON)")
+    best = command("best", help="the best parameters (YAML or JSON)")
     best.add_argument("study")
     best.add_argument(
         "-o",
@@ -257,19 +267,19 @@ def parser() -> argparse.ArgumentParser:
     )
     best.set_defaults(run=cmd_best)
 
-    rep = sub.add_parser("report", help="write a self-contained HTML report")
+    rep = command("report", help="write a self-contained HTML report")
     rep.add_argument("study")
     rep.add_argument("-o", "--output", help="the HTML file (default: STUDY.html)")
     rep.set_defaults(run=cmd_report)
 
-    exp = sub.add_parser("export", help="write the Study into an Optuna storage")
+    exp = command("export", help="write the Study into an Optuna storage")
     exp.add_argument("study")
     exp.add_argument("--storage", required=True, help="an Optuna storage URL: sqlite:///study.db")
     exp.add_argument("--follow", action="store_true", help="keep it in step until the Study ends")
     exp.add_argument("--interval", type=float, default=2.0, help="seconds between updates")
     exp.set_defaults(run=cmd_export)
 
-    logs = sub.add_parser("logs", help="a trial's container output")
+    logs = command("logs", help="a trial's container output")
     logs.add_argument("trial")
     logs.add_argument("-c", "--container")
     logs.add_argument("-f", "--follow", action="store_true")
@@ -281,7 +291,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        kt = Client(namespace=args.namespace, context=args.context, kubeconfig_path=args.kubeconfig)
+        kt = Client(
+            namespace=getattr(args, "namespace", None),
+            context=getattr(args, "context", None),
+            kubeconfig_path=getattr(args, "kubeconfig", None),
+        )
         code: int = args.run(kt, args)
         return code
     except KubetuneError as e:

@@ -75,3 +75,16 @@ def test_a_cluster_without_the_crds_is_told_how_to_install_them(
     assert "kubetune is not installed in this cluster" in str(kt._explain("study 'x'", not_found))
     monkeypatch.setattr(kt, "_crds_installed", lambda: True)
     assert str(kt._explain("study 'x'", not_found)) == "study 'x' not found in namespace 'team'"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-n", "team", "--context", "lab", "get"],
+        ["get", "-n", "team", "--context", "lab"],  # kubectl's way: `kubectl tune get -n team`
+        ["--context", "lab", "get", "--namespace", "team"],
+    ],
+)
+def test_cluster_flags_are_taken_before_or_after_the_command(argv: list[str]) -> None:
+    args = cli.parser().parse_args(argv)
+    assert (args.namespace, args.context) == ("team", "lab")
