@@ -11,6 +11,7 @@ to date, so ``kubetune export --follow`` keeps optuna-dashboard in step.
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import Any
 
 import optuna
@@ -21,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from kubetune import space
 from kubetune.results import StudyResult, TrialResult
-from kubetune.spec import SpecError, parse
+from kubetune.spec import SpecError, StudySpec, parse
 
 # The user attribute that ties an Optuna trial to its Trial object (numbers may differ).
 TRIAL_ATTR = "kubetune_trial"
@@ -40,15 +41,25 @@ def state_of(trial: TrialResult) -> TrialState:
     return _STATES.get(trial.phase, TrialState.WAITING)
 
 
-def _distributions(result: StudyResult, params: dict[str, Any]) -> dict[str, BaseDistribution]:
-    try:
-        spec = parse(result.spec)
-    except SpecError:
+def _distributions(spec: StudySpec | None, params: dict[str, Any]) -> dict[str, BaseDistribution]:
+    if spec is None:
         # An invalid Study has no trials worth plotting; its parameters still need a home.
         return {
             name: optuna.distributions.CategoricalDistribution([v]) for name, v in params.items()
         }
     return space.distributions_for(spec.parameters, params)
+
+
+def _spec(result: StudyResult) -> StudySpec | None:
+    try:
+        return parse(result.spec)
+    except SpecError:
+        return None
+
+
+def _naive(t: datetime | None) -> datetime | None:
+    """Optuna's datetimes are naive local time (datetime.now()); the API's are UTC."""
+    return None if t is None else t.astimezone().replace(tzinfo=None)
 
 
 def user_attrs(trial: TrialResult) -> dict[str, Any]:
@@ -71,7 +82,7 @@ def user_attrs(trial: TrialResult) -> dict[str, Any]:
     return attrs
 
 
-def frozen(result: StudyResult, trial: TrialResult) -> FrozenTrial:
+def frozen(result: StudyResult, trial: TrialResult, spec: StudySpec | None) -> FrozenTrial:
     state = state_of(trial)
     values = trial.values if state == TrialState.COMPLETE else None
     if state == TrialState.COMPLETE and values is None:
@@ -79,7 +90,7 @@ def frozen(result: StudyResult, trial: TrialResult) -> FrozenTrial:
     finished = state.is_finished()
     out = optuna.trial.create_trial(
         params=trial.params,
-        distributions=_distributions(result, trial.params),
+        distributions=_distributions(spec, trial.params),
         values=values,
         state=TrialState.FAIL if not finished else state,
         # Optuna keeps intermediate values for single-objective studies only.
@@ -90,9 +101,10 @@ def frozen(result: StudyResult, trial: TrialResult) -> FrozenTrial:
     )
     if not finished:  # create_trial makes finished trials only
         out.state, out.datetime_complete = state, None
-    out.datetime_start = trial.status.start_time if state != TrialState.WAITING else None
+    out.datetime_start = _naive(trial.status.start_time) if state != TrialState.WAITING else None
     if finished:
-        out.datetime_complete = trial.status.completion_time or out.datetime_complete
+        out.datetime_complete = _naive(trial.status.completion_time) or out.datetime_complete
+        out.datetime_start = out.datetime_start or out.datetime_complete
     return out
 
 
@@ -125,10 +137,11 @@ def sync(result: StudyResult, study: optuna.Study) -> int:
     """Bring `study` in step with `result`; returns how many trials were added or changed."""
     storage, study_id = study._storage, study._study_id
     have = {t.user_attrs.get(TRIAL_ATTR): t for t in study.get_trials(deepcopy=False)}
+    spec = _spec(result)
     changed = 0
     for trial in result.trials:
         old = have.get(trial.name)
-        new = frozen(result, trial)
+        new = frozen(result, trial, spec)
         if old is None:
             storage.create_new_trial(study_id, template_trial=new)
             changed += 1

@@ -214,13 +214,16 @@ class StudyResult:
 
     @property
     def repeat_summary(self) -> tuple[float, float, int] | None:
-        """(mean, std, count) of the best parameters re-run with other seeds, if any ran."""
-        values = [v[0] for t in self.repeats if (v := t.values) is not None]
+        """(mean, std, runs) of the best parameters over seeds: the best trial's own run
+        and its completed repeats, as the operator records them (status.repeatBest)."""
         recorded = self.status.get("repeatBest") or {}
-        if recorded.get("mean") is not None:
-            return float(recorded["mean"]), float(recorded.get("std") or 0.0), len(values)
+        values = [float(v) for v in recorded.get("values") or []]
         if not values:
-            return None
+            best = self.best
+            repeats = [v for t in self.repeats if (v := t.value) is not None]
+            if best is None or best.value is None or not repeats:
+                return None
+            values = [best.value, *repeats]
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         return statistics.fmean(values), std, len(values)
 

@@ -159,18 +159,12 @@ def test_the_report_renders_every_plot_in_a_browser_with_no_errors(
     html = tmp_path / "report.html"
     demo.kubetune("report", NAME, "-o", str(html))
     page = open_page(html)
-    expected = {
-        "history",
-        "intermediate",
-        "parallel-coordinate",
-        "importance",
-        "slice",
-        "contour",
-    }
-    rendered = {p.name for p in page.plots if p.rendered}
-    assert expected <= rendered, page.plots
+    # Every plot a single-objective Study has (the Pareto front is for several objectives).
+    expected = {"history", "curves", "parallel", "importance", "slice", "contour"}
+    rendered = {s.key for s in page.sections if s.rendered}
+    assert expected <= rendered, page.sections
     assert page.console_errors == [] and page.page_errors == [], page
-    assert page.requests_blocked == []  # offline: nothing but the file itself
+    assert page.network_requests == []  # offline: nothing but the file itself
     text = html.read_text()
     for t in demo.trials():
         assert t["metadata"]["name"] in text  # the trial table lists every trial

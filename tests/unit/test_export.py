@@ -125,3 +125,21 @@ def test_export_refuses_to_mix_into_a_study_with_other_directions(tmp_path: Path
     optuna.create_study(storage=url, study_name="team/s", direction="maximize")
     with pytest.raises(ValueError, match="other directions"):
         export.to_optuna(study(TRIALS), url)
+
+
+def test_exported_trials_have_times_optuna_can_compute_with() -> None:
+    timed = [
+        trial(
+            0,
+            "Completed",
+            0.5,
+            startTime="2026-12-05T10:00:00Z",
+            completionTime="2026-12-05T10:01:30Z",
+        ),
+        trial(1, "Failed", reason="Error"),  # no times recorded
+    ]
+    exported = export.to_optuna(study(timed))
+    first, second = exported.get_trials()
+    assert first.duration is not None and first.duration.total_seconds() == 90
+    assert second.datetime_complete is not None
+    assert len(exported.trials_dataframe()) == 2  # mixes no aware and naive times
