@@ -101,5 +101,21 @@ bench-scale: setup ## many Studies on KWOK's simulated GPU nodes (bench/results/
 bench-loop: setup ## trial turnover on the local cluster vs in-process Optuna (bench/results/loop.json)
 	$(BENCH_CLUSTER) $(PY) bench/loop.py $(ARGS)
 
+# The search benchmark (issue 13; see bench/search_*.py): a fast task through in-process
+# Optuna and through kubetune at parallelism 1 and 8, with the same specs and seeds.
+SEARCH_TASK    ?= hartmann6
+SEARCH_SEEDS   ?= 10
+SEARCH_STEP_S  ?= 0.25
+SEARCH_METHODS ?= random,qmc,tpe,tpe-qmc,gp,cmaes,tpe/median,tpe/successive-halving,tpe/hyperband,random/hyperband
+.PHONY: bench-search
+bench-search: setup ## search quality and pruning through kubetune vs in-process Optuna (bench/results/search-*)
+	$(PY) bench/search_inprocess.py --task $(SEARCH_TASK) --seeds $(SEARCH_SEEDS) \
+	  --seconds-per-step $(SEARCH_STEP_S) --methods $(SEARCH_METHODS)
+	for par in 1 8; do $(BENCH_CLUSTER) $(PY) bench/search_operator.py --task $(SEARCH_TASK) \
+	  --seeds $(SEARCH_SEEDS) --parallelism $$par --seconds-per-step $(SEARCH_STEP_S) \
+	  --methods $(SEARCH_METHODS) --time-limit 36000 || exit 1; done
+	$(PY) bench/search_report.py bench/results/search-inprocess-$(SEARCH_TASK).json \
+	  bench/results/search-kubetune-$(SEARCH_TASK).json
+
 clean: cluster-down ## stop the cluster and remove its state
 	rm -rf .localcluster .localcluster-bench
