@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +19,10 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests import grafana
+from tests.argocd import health
 from tests.conftest import Cluster, wait_for
-from tests.e2e.conftest import ROOT, Studies, digits_study
+from tests.e2e.conftest import ROOT, Studies, digits_study, script_study
 
 CHART = ROOT / "charts" / "kubetune"
 
@@ -48,8 +53,14 @@ def test_chart_crds_are_the_repository_crds() -> None:
         [],
         ["--set", "watchNamespaces={default,kube-public}"],
         ["--set", "replicaCount=2", "--set", "metrics.service.enabled=true"],
+        [
+            "--set",
+            "grafana.dashboard.enabled=true",
+            "--set",
+            "grafana.dashboard.annotations.grafana_folder=kubetune",
+        ],
     ],
-    ids=["cluster-wide", "namespaced", "ha-metrics"],
+    ids=["cluster-wide", "namespaced", "ha-metrics", "grafana-dashboard"],
 )
 def test_chart_lints_and_renders_manifests_the_api_server_accepts(
     helm: str, cluster: Cluster, values: list[str]
@@ -177,6 +188,93 @@ def can_i(cluster: Cluster, sa: str, *what: str) -> bool:
     return result.stdout.strip() == "yes"
 
 
+def prometheus_api(cluster: Cluster, path: str, **params: Any) -> Any:
+    """The `data` of a Prometheus HTTP API answer; fails with Prometheus's error."""
+    r = requests.get(f"{cluster.prometheus_url}{path}", params=params, timeout=10)
+    body = r.json()
+    assert body.get("status") == "success", (path, params, body.get("error"))
+    return body["data"]
+
+
+def instant(cluster: Cluster, promql: str) -> list[dict[str, Any]]:
+    return list(prometheus_api(cluster, "/api/v1/query", query=promql)["result"])
+
+
+def finite_samples(series: dict[str, Any]) -> list[float]:
+    samples = series.get("values") or [series["value"]]
+    return [v for v in (float(s[1]) for s in samples) if math.isfinite(v)]
+
+
+def check_dashboard(
+    cluster: Cluster, release: Release, study: str, metric: str, since: float
+) -> None:
+    """Every query of the dashboard the release installed, run as Grafana runs it (with
+    the template variables set to the Study) against the local Prometheus, shows data."""
+    cm = cluster.core.read_namespaced_config_map("kt-kubetune-dashboard", release.system)
+    assert cm.metadata.labels["grafana_dashboard"] == "1"  # the Grafana sidecar's default
+    dashboard = json.loads(cm.data["kubetune.json"])
+    assert dashboard == grafana.load()
+    team = release.team
+    trial_series = f'kubetune_trial_metric{{namespace="{team}", kubetune_dev_study="{study}"}}'
+    wait_for(
+        lambda: (bool(r := instant(cluster, f"last_over_time({trial_series}[10m])")), r),
+        30,
+        f"the trial series of {study} in Prometheus",
+    )
+    end = time.time()
+    values = {
+        "namespace": team,
+        "study": study,
+        "metric": metric,
+        "__rate_interval": "1m",  # Grafana's: at least 4 scrape intervals
+        "__interval": "2s",
+        "__range": f"{math.ceil(end - since)}s",
+    }
+    # The variables' drop-downs offer this Study (Grafana's label_values: the label API).
+    offered = {"namespace": team, "study": study, "metric": metric}
+    for var in grafana.query_variables(dashboard):
+        params: dict[str, Any] = {"start": since, "end": end}
+        if var.selector:
+            params["match[]"] = grafana.substitute(var.selector, values)
+        got = prometheus_api(cluster, f"/api/v1/label/{var.label}/values", **params)
+        assert offered[var.name] in got, (var, got)
+    for target in grafana.targets(dashboard):
+        expr = grafana.substitute(target.expr, values)
+        if target.instant:
+            data = prometheus_api(cluster, "/api/v1/query", query=expr, time=end)
+        else:
+            data = prometheus_api(
+                cluster, "/api/v1/query_range", query=expr, start=since, end=end, step=2
+            )
+        result = data["result"]
+        what = f"panel {target.panel!r} {target.ref_id}: {expr}"
+        assert result, f"{what}: no data"
+        assert any(finite_samples(s) for s in result), f"{what}: only NaN: {result}"
+        trials = {s["metric"].get("kubetune_dev_trial") for s in result} - {None}
+        assert all(t.startswith(f"{study}-") for t in trials), (what, trials)
+
+
+# A trial that reports a curve for ~12 s: long enough for Prometheus to scrape it (it
+# picks up new pods within seconds; the digits trials end in under a second).
+CURVE_TRIAL = """
+import sys, time
+from kubetune import trial
+for step in range(1, 7):
+    trial.report(step, score=float(sys.argv[2]) * step)
+    time.sleep(2)
+"""
+
+# The dashboard, and the operator's pod scraped by the local Prometheus (which honours
+# this annotation and scrapes the container port named `metrics`).
+GRAFANA_VALUES = [
+    "--set",
+    "grafana.dashboard.enabled=true",
+    "--set-string",
+    "podAnnotations.prometheus\\.io/scrape=true",
+]
+
+
+@pytest.mark.parametrize("release", [GRAFANA_VALUES], indirect=True, ids=["grafana"])
 def test_helm_install_runs_a_study_in_cluster_with_only_the_charts_rights(
     release: Release, cluster: Cluster
 ) -> None:
@@ -185,12 +283,33 @@ def test_helm_install_runs_a_study_in_cluster_with_only_the_charts_rights(
         return bool(pods) and pods[0].status.phase == "Running", [p.status.phase for p in pods]
 
     wait_for(running, 60, "the operator pod")
+    # Scraped before the Study starts, so the dashboard's rates see all of its run.
+    scraped = f'kubetune_reconcile_errors_total{{namespace="{release.system}"}}'
+    wait_for(lambda: (bool(instant(cluster, scraped)), None), 30, "the operator to be scraped")
+    started = time.time()
     studies = Studies(cluster, release.team)
     assert (
         studies.apply(digits_study("helm", max_trials=4, parallelism=2, epochs=2)).returncode == 0
     )
+
+    def progressing() -> tuple[bool, Any]:
+        """Argo CD's view of the Study while it runs (its health check on the live object)."""
+        obj = studies.get("helm")
+        phase = (obj.get("status") or {}).get("phase")
+        assert phase not in ("Succeeded", "Failed"), "the Study ended before it was seen running"
+        hs = health("Study", obj)
+        return phase == "Running" and hs[0] == "Progressing", (phase, hs)
+
+    _, (_, message) = wait_for(progressing, 60, "the running Study to be Progressing")
+    assert "trials finished" in message
     status = studies.wait_phase("helm", "Succeeded", "Failed", timeout=180)
     assert status["phase"] == "Succeeded", status
+    state, message = health("Study", studies.get("helm"))
+    assert state == "Healthy", message
+    assert f"best trial {status['bestTrial']['name']}: val_accuracy=" in message
+    completed = next(t for t in studies.trials("helm") if t["status"]["phase"] == "Completed")
+    state, message = health("Trial", completed)
+    assert state == "Healthy" and message.startswith("completed with value "), message
     # The trial pods met the namespace's `restricted` level through the operator's defaults.
     pod_sc = cluster.batch.read_namespaced_job(
         "helm-0", release.team
@@ -239,6 +358,15 @@ def test_helm_install_runs_a_study_in_cluster_with_only_the_charts_rights(
     invalid = next(c for c in failed["conditions"] if c["type"] == "Invalid")
     assert "violates PodSecurity" in invalid["message"] and "privileged" in invalid["message"]
     assert studies.trials("privileged") == []
+    assert health("Study", studies.get("privileged")) == ("Degraded", invalid["message"])
+
+    # The Grafana dashboard shows the operator and a Study's trial curves.
+    curves = script_study("curves", CURVE_TRIAL, max_trials=2, parallelism=2)
+    assert studies.apply(curves).returncode == 0
+    assert studies.wait_phase("curves", "Succeeded", "Failed", timeout=120)["phase"] == "Succeeded"
+    final = f'kubetune_studies{{namespace="{release.system}", phase="Succeeded"}} == 2'
+    wait_for(lambda: (bool(instant(cluster, final)), None), 30, "the operator's last gauges")
+    check_dashboard(cluster, release, "curves", "score", since=started)
 
 
 @pytest.mark.parametrize(
