@@ -329,6 +329,13 @@ def _up(
             f"--proxy-client-cert-file={p}/front-proxy-client.crt",
             f"--proxy-client-key-file={p}/front-proxy-client.key",
             "--profiling=false",
+            # `kubectl logs` goes through the node agent's kubelet API (node/kubeletapi.py).
+            # A node's Hostname address is its name, which nothing resolves; its
+            # InternalIP is 127.0.0.1, which the agent's serving certificate names.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-certificate-authority={p}/ca.crt",
+            f"--kubelet-client-certificate={p}/apiserver-kubelet-client.crt",
+            f"--kubelet-client-key={p}/apiserver-kubelet-client.key",
             # etcd 3.4 lacks RequestWatchProgress, so with WatchList on, every watch from
             # resourceVersion "" or "0" (which the server turns into a watch-list request)
             # fails at once. client-go reflectors fall back to list-then-watch, but

@@ -30,6 +30,19 @@ CLIENTS = (
     ClientIdentity("scheduler", "system:kube-scheduler"),
     ClientIdentity("localnode", "kubetune-localnode", ("system:masters",)),
     ClientIdentity("prometheus", "kubetune-prometheus"),
+    # What the API server presents to the node agent's kubelet API (`kubectl logs`).
+    # In system:masters, as kubeadm made it until 1.29: the node agent authorizes that
+    # group, standing in for the kubelet's SubjectAccessReview of nodes/proxy.
+    ClientIdentity(
+        "apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)
+    ),
+)
+# The node agent's kubelet API serving certificate: the API server dials the node's
+# InternalIP, which is 127.0.0.1 for every local node.
+KUBELET_SERVING = ("kubelet", "IP:127.0.0.1,DNS:localhost")
+CLIENT_EXT = (
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+    "extendedKeyUsage=clientAuth\n"
 )
 
 
@@ -93,8 +106,13 @@ def _signed(pki: Path, ca: str, name: str, subject: str, ext: str) -> None:
 
 
 def ensure_pki(pki: Path) -> None:
-    """Create the CA, serving and client certificates once; later calls reuse them."""
+    """Create the CA, serving and client certificates once; later calls reuse them.
+
+    A PKI made before a certificate was added to this file gets just that certificate
+    from the same CA, so an existing state directory keeps working.
+    """
     if (pki / "complete").exists():
+        _leaf_certificates(pki, only_missing=True)
         return
     pki.mkdir(parents=True, exist_ok=True)
     _ca(pki, "ca", "kubetune-localcluster-ca")
@@ -111,18 +129,25 @@ def ensure_pki(pki: Path) -> None:
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
         "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1\n",
     )
-    client_ext = (
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=clientAuth\n"
-    )
-    for client in CLIENTS:
-        subject = "".join(f"/O={g}" for g in client.groups) + f"/CN={client.user}"
-        _signed(pki, "ca", client.name, subject, client_ext)
-    _signed(pki, "front-proxy-ca", "front-proxy-client", "/CN=front-proxy-client", client_ext)
+    # A new CA: every leaf is made afresh, whatever an interrupted run left behind.
+    _leaf_certificates(pki, only_missing=False)
+    _signed(pki, "front-proxy-ca", "front-proxy-client", "/CN=front-proxy-client", CLIENT_EXT)
     # Service-account token signing key pair.
     _key(pki / "sa.key")
     _openssl("ec", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
     (pki / "complete").write_text("ok\n")
+
+
+def _leaf_certificates(pki: Path, *, only_missing: bool) -> None:
+    """The cluster CA's client certificates and the kubelet serving certificate."""
+    for client in CLIENTS:
+        if only_missing and (pki / f"{client.name}.crt").exists():
+            continue
+        subject = "".join(f"/O={g}" for g in client.groups) + f"/CN={client.user}"
+        _signed(pki, "ca", client.name, subject, CLIENT_EXT)
+    name, sans = KUBELET_SERVING
+    if not (only_missing and (pki / f"{name}.crt").exists()):
+        serving(pki, name, sans)
 
 
 def serving(pki: Path, name: str, sans: str) -> None:

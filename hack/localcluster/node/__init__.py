@@ -15,6 +15,9 @@ per pod in ``CUDA_VISIBLE_DEVICES``, SIGTERM then SIGKILL on deletion.
 What it does not: isolate processes beyond the mount namespace (pods share the
 host network, so a server should bind its pod IP), run as the securityContext's
 user (the project's Python lives under /root; admission still validates the
-securityContext), enforce resource limits, probes, or serve ``kubectl logs``
-(each container's output is in ``.localcluster/pods/<ns>_<pod>_<uid>/<container>.log``).
+securityContext), or enforce resource limits.
+
+``kubectl logs`` (with -f, --tail, --limit-bytes, --previous) works: the agent serves
+the kubelet API's /containerLogs (kubeletapi.py). Each container's output is also in
+``.localcluster/pods/<ns>_<pod>_<uid>/<container>.log``.
 """

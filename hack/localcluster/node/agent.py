@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from localcluster.node.hosts import HostsFiles, hostname
+from localcluster.node.kubeletapi import KubeletServer
 from localcluster.node.runner import PodRunner
 from localcluster.node.volumes import decode_secret
 from localcluster.state import KUBE_VERSION, ClusterInfo, Layout
@@ -86,6 +87,7 @@ class Agent:
         self.images: dict[str, dict[str, list[str]]] = yaml.safe_load(images.read_text()) or {}
         self.bin_dir = str(Path(sys.executable).parent)
         self.registered_at = now()
+        self.kubelet_port = 0  # the kubelet API's port, once it serves (see run())
 
     # -- Node objects -----------------------------------------------------------------
 
@@ -125,7 +127,8 @@ class Agent:
                 {"type": "InternalIP", "address": "127.0.0.1"},
                 {"type": "Hostname", "address": n.name},
             ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            # Where the API server sends `kubectl logs` (node/kubeletapi.py).
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
             "nodeInfo": {
                 "architecture": "amd64",
                 "operatingSystem": "linux",
@@ -344,6 +347,11 @@ class Agent:
         if kind == "DELETED":
             if runner is not None:
                 runner.request_stop(0)
+                if not runner.is_alive():
+                    # Ended and gone without a graceful delete (a finished pod is deleted
+                    # at once): forget it, or a new pod of that name would show its logs.
+                    with self.lock:
+                        self.runners.pop(uid, None)
             return
         if meta.get("deletionTimestamp"):
             if runner is not None and runner.is_alive():
@@ -393,6 +401,13 @@ class Agent:
         gpu_note = f", GPUs {gpus}" if gpus else ""
         log(f"starting pod {runner.pod_key} on {node} ip {runner.pod_ip}{gpu_note}")
         runner.start()
+
+    def runner_for(self, namespace: str, name: str) -> PodRunner | None:
+        """The pod of that name this agent runs or ran, for its logs: the newest, should a
+        deleted one of the same name still be on its way out."""
+        with self.lock:
+            found = [r for r in self.runners.values() if r.pod_key == f"{namespace}/{name}"]
+        return found[-1] if found else None
 
     def _delete_finally(self, pod: Mapping[str, Any]) -> None:
         """The kubelet's last word on a deleted pod: remove it with grace 0."""
@@ -470,6 +485,10 @@ def run(nodes: list[NodeSpec]) -> None:
     agent = Agent(nodes, Layout())
     signal.signal(signal.SIGTERM, agent.shutdown)
     signal.signal(signal.SIGINT, agent.shutdown)
+    # Serving before the nodes register, so that their status names the real port.
+    kubelet_api = KubeletServer(agent.runner_for, agent.stopping, agent.layout.pki)
+    kubelet_api.start()
+    agent.kubelet_port = kubelet_api.port
     agent.register()
     threading.Thread(target=agent.heartbeat, name="heartbeat", daemon=True).start()
     for node in agent.nodes:

@@ -45,6 +45,19 @@ class Host(Protocol):
 
 
 @dataclass
+class Run:
+    """One run of a container: its process, and where its output lies in the log file.
+
+    Every run appends to the container's one log file, so these offsets are what tell
+    `kubectl logs` (the latest run) from `kubectl logs --previous` (the one before).
+    """
+
+    proc: subprocess.Popen[bytes]
+    log_start: int
+    log_end: int | None = None  # set when the next run starts; None: up to the end
+
+
+@dataclass
 class Container:
     spec: dict[str, Any]
     init: bool
@@ -65,6 +78,7 @@ class Container:
     started_ok: bool = True  # its startup probe has passed (or it has none)
     probe_ready: bool = True  # its readiness probe passes (or it has none)
     prober: ProbeWorker | None = None
+    runs: list[Run] = field(default_factory=list)  # the latest two, oldest first
 
     @property
     def name(self) -> str:
@@ -165,6 +179,10 @@ class PodRunner(threading.Thread):
     @property
     def hosts_file(self) -> Path:
         return self.sandbox / "etc-hosts"
+
+    def container(self, name: str) -> Container | None:
+        """The pod's container or init container of that name."""
+        return next((c for c in self.init_containers + self.containers if c.name == name), None)
 
     def _container(self, spec: dict[str, Any], init: bool) -> Container:
         return Container(
@@ -378,6 +396,7 @@ class PodRunner(threading.Thread):
             Path(c.spec["workingDir"]).mkdir(parents=True, exist_ok=True)
         spec_file = self._exec_spec(c, c.argv)
         with c.log.open("ab") as out:
+            log_start = out.tell()  # append mode: the end of the earlier runs' output
             c.proc = subprocess.Popen(
                 self._podexec(spec_file),
                 stdin=subprocess.DEVNULL,
@@ -387,6 +406,10 @@ class PodRunner(threading.Thread):
                 cwd=self.sandbox,
                 start_new_session=True,
             )
+        if c.runs:
+            c.runs[-1].log_end = log_start
+        # As a kubelet keeps one dead container per container: logs reach back one run.
+        c.runs = [*c.runs[-1:], Run(c.proc, log_start)]
         c.started_at = now()
         c.exit_code = None
         c.message = ""
