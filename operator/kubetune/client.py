@@ -19,6 +19,7 @@ without the operator's dependencies.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import re
@@ -166,17 +167,20 @@ class Client:
             return bool(e.status != 404)
         return bool(any(r.name == "studies" for r in found.resources or []))
 
-    def study_object(self, name: str) -> dict[str, Any]:
+    def _get(self, kind: str, plural: str, name: str) -> dict[str, Any]:
         obj: dict[str, Any] = self._call(
-            f"study {name!r}",
+            f"{kind} {name!r}",
             self.custom.get_namespaced_custom_object,
             GROUP,
             VERSION,
             self.namespace,
-            "studies",
+            plural,
             name,
         )
         return obj
+
+    def study_object(self, name: str) -> dict[str, Any]:
+        return self._get("study", "studies", name)
 
     def trial_objects(self, study: str) -> list[dict[str, Any]]:
         found = self._call(
@@ -191,16 +195,7 @@ class Client:
         return list(found.get("items") or [])
 
     def trial_object(self, name: str) -> dict[str, Any]:
-        obj: dict[str, Any] = self._call(
-            f"trial {name!r}",
-            self.custom.get_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self.namespace,
-            "trials",
-            name,
-        )
-        return obj
+        return self._get("trial", "trials", name)
 
     def results(self, name: str) -> StudyResult:
         """The Study `name` and all its trials, as they are now."""
@@ -620,7 +615,13 @@ def tune(
         kt.namespace,
         config_map,
     )
-    study = kt.create_study(body)
+    try:
+        study = kt.create_study(body)
+    except KubetuneError:
+        # Nothing would own it: take the source back rather than leave it behind.
+        with contextlib.suppress(ApiException):
+            kt.core.delete_namespaced_config_map(f"{study_name}-function", kt.namespace)
+        raise
     # Owned by the Study: deleting the Study deletes the function's source too.
     kt._call(
         f"config map {study_name}-function",
