@@ -100,11 +100,11 @@ def _dump(obj: Any, output: str) -> str:
 
 def cmd_get(kt: Client, args: argparse.Namespace) -> int:
     if args.study:
-        result = StudyResult.from_k8s(kt.study_object(args.study), [])
+        obj = kt.study_object(args.study)
         if args.output in ("yaml", "json"):
-            print(_dump(kt.study_object(args.study), args.output))
+            print(_dump(obj, args.output))
             return 0
-        print(study_rows([result], args.output == "wide", False))
+        print(study_rows([StudyResult.from_k8s(obj, [])], args.output == "wide", False))
         return 0
     studies = kt.studies(all_namespaces=args.all_namespaces)
     if args.output in ("yaml", "json"):
