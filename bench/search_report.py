@@ -251,7 +251,15 @@ PALETTE = [
     "#393b79",
     "#ad494a",
 ]
-DASH = {"in-process": "", "kubetune": "6 3"}
+# In-process solid; through kubetune dashed at parallelism 8, dotted at 1 (same colour per method).
+DASH = {"in-process": "", "kubetune": "6 3", "kubetune-p1": "2 3"}
+
+
+def _dash(series: dict[str, Any]) -> str:
+    runner = str(series["runner"])
+    if runner == "kubetune" and int(series.get("parallelism", 1)) == 1:
+        runner = "kubetune-p1"
+    return DASH.get(runner, "1 2")
 
 
 def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -355,7 +363,7 @@ def svg(report: dict[str, Any], series: list[dict[str, Any]], title: str) -> str
             upper = " ".join(f"{px(x):.1f},{py(m + sd):.1f}" for x, m, sd in pts)
             lower = " ".join(f"{px(x):.1f},{py(m - sd):.1f}" for x, m, sd in reversed(pts))
             line = " ".join(f"{px(x):.1f},{py(m):.1f}" for x, m, _ in pts)
-            dash = DASH.get(s["runner"], "1 2")
+            dash = _dash(s)
             out.append(
                 f'<polygon points="{upper} {lower}" fill="{colour}" fill-opacity="0.08"/>'
                 f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="1.6" '
@@ -370,7 +378,7 @@ def svg(report: dict[str, Any], series: list[dict[str, Any]], title: str) -> str
         out.append(
             f'<line x1="{x}" x2="{x + 22}" y1="{y - 4}" y2="{y - 4}" '
             f'stroke="{colours[s["method"]]}" stroke-width="2" '
-            f'stroke-dasharray="{DASH.get(s["runner"], "1 2")}"/>'
+            f'stroke-dasharray="{_dash(s)}"/>'
             f'<text x="{x + 27}" y="{y}">{html.escape(label)}</text>'
         )
     rows = (len(series) + 3) // 4
