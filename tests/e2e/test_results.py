@@ -128,6 +128,14 @@ def test_best_prints_the_best_parameters_ready_for_a_training_run(demo: Demo) ->
     assert params == best["params"]
 
 
+def test_watch_shows_progress_and_ends_with_the_studys_outcome(demo: Demo) -> None:
+    watched = demo.kubetune("watch", NAME)
+    best = demo.studies.get(NAME)["status"]["bestTrial"]
+    assert watched.stdout.startswith(f"study {NAME} Succeeded: all 12 trials finished; ")
+    assert f"; best {best['name']} = " in watched.stdout
+    assert "12/12" in watched.stderr  # the progress bar: every trial finished
+
+
 def test_clear_errors_for_a_missing_study_and_an_unreachable_cluster(
     demo: Demo, tmp_path: Path
 ) -> None:
@@ -242,7 +250,7 @@ def test_tune_a_plain_python_function_on_the_cluster(demo: Demo) -> None:
         name="quadratic",
         client=kt,
         timeout=300,
-        progress=False,
+        progress=True,  # the bar a notebook shows, while the Study runs
     )
     assert isinstance(best, dict) and best.keys() == {"x", "y"}
     study = kt.study("quadratic")
