@@ -8,7 +8,8 @@
                 direction="minimize", max_trials=20, parallelism=4)
 
     kt = Client(namespace="team-a")              # kubeconfig, context and namespace as kubectl
-    study = kt.create_study(body)                # a Study as a dict (the YAML you would apply)
+    study = kt.create_study(body)                # a Study as a dict (the YAML you would apply),
+    study = kt.create_study(study_manifest(...)) # or built from typed parameters
     study.wait()                                 # a progress bar until it ends
     study.best_params, study.trials_dataframe(), study.to_optuna()
 
@@ -463,6 +464,43 @@ class _ProgressBar:
         self.bar.close()
 
 
+def study_manifest(
+    name: str,
+    space: Mapping[str, Distribution | Mapping[str, Any]],
+    trial_template: Mapping[str, Any],
+    *,
+    metric: str,
+    direction: str = "minimize",
+    max_trials: int = 20,
+    parallelism: int = 4,
+    sampler: str | Mapping[str, Any] = "tpe",
+    pruner: str | Mapping[str, Any] | None = None,
+    max_failed_trials: int | None = None,
+) -> dict[str, Any]:
+    """A Study from typed pieces, for Client.create_study::
+
+        study_manifest("mlp", {"lr": Float(1e-4, 0.1, log=True), "layers": Int(1, 4)},
+                       {"template": {"spec": {...}}}, metric="val_loss")
+
+    `trial_template` is the Study's spec.trialTemplate (a JobSpec, or a JobSet's with
+    kind JobSet); ${params.NAME} in it is filled per trial. Everything else is the
+    CRD's own shape (`kubectl explain study.spec`); the API server validates it.
+    """
+    budget: dict[str, Any] = {"maxTrials": max_trials, "parallelism": parallelism}
+    if max_failed_trials is not None:
+        budget["maxFailedTrials"] = max_failed_trials
+    spec: dict[str, Any] = {
+        "objective": {"metric": metric, "direction": direction},
+        "parameters": parameters(space),
+        "sampler": {"name": sampler} if isinstance(sampler, str) else dict(sampler),
+        "budget": budget,
+        "trialTemplate": dict(trial_template),
+    }
+    if pruner is not None:
+        spec["pruner"] = {"name": pruner} if isinstance(pruner, str) else dict(pruner)
+    return {"metadata": {"name": name}, "spec": spec}
+
+
 # -- tuning a plain function ---------------------------------------------------------------------
 
 
@@ -518,49 +556,44 @@ def function_study(
         "metadata": {"name": f"{name}-function", "labels": {STUDY_LABEL: name}},
         "data": {FUNCTION_FILE: source},
     }
-    budget: dict[str, Any] = {"maxTrials": max_trials, "parallelism": parallelism}
-    if max_failed_trials is not None:
-        budget["maxFailedTrials"] = max_failed_trials
-    spec: dict[str, Any] = {
-        "objective": {"metric": metric, "direction": direction},
-        "parameters": parameters(space),
-        "sampler": {"name": sampler} if isinstance(sampler, str) else dict(sampler),
-        "budget": budget,
-        "trialTemplate": {
-            "backoffLimit": 0,
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": "function",
-                            "image": image,
-                            # No shell: the parameters reach the function as JSON in
-                            # KUBETUNE_PARAMS, never through a command line.
-                            "command": [
-                                "python",
-                                "-m",
-                                "kubetune.function",
-                                f"{FUNCTION_DIR}/{FUNCTION_FILE}",
-                                fn.__name__,
-                                f"--metric={metric}",
-                            ],
-                            "resources": dict(
-                                resources or {"limits": {"cpu": "1", "memory": "1Gi"}}
-                            ),
-                            "volumeMounts": [
-                                {"name": "function", "mountPath": FUNCTION_DIR, "readOnly": True}
-                            ],
-                        }
-                    ],
-                    "volumes": [{"name": "function", "configMap": {"name": f"{name}-function"}}],
-                }
-            },
+    container = {
+        "name": "function",
+        "image": image,
+        # No shell: the parameters reach the function as JSON in KUBETUNE_PARAMS,
+        # never through a command line.
+        "command": [
+            "python",
+            "-m",
+            "kubetune.function",
+            f"{FUNCTION_DIR}/{FUNCTION_FILE}",
+            fn.__name__,
+            f"--metric={metric}",
+        ],
+        "resources": dict(resources or {"limits": {"cpu": "1", "memory": "1Gi"}}),
+        "volumeMounts": [{"name": "function", "mountPath": FUNCTION_DIR, "readOnly": True}],
+    }
+    template = {
+        "backoffLimit": 0,
+        "template": {
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [container],
+                "volumes": [{"name": "function", "configMap": {"name": f"{name}-function"}}],
+            }
         },
     }
-    if pruner is not None:
-        spec["pruner"] = {"name": pruner} if isinstance(pruner, str) else dict(pruner)
-    study = {"metadata": {"name": name}, "spec": spec}
+    study = study_manifest(
+        name,
+        space,
+        template,
+        metric=metric,
+        direction=direction,
+        max_trials=max_trials,
+        parallelism=parallelism,
+        sampler=sampler,
+        pruner=pruner,
+        max_failed_trials=max_failed_trials,
+    )
     return config_map, study
 
 

@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from kubetune import spec as study_spec
-from kubetune.client import Categorical, Float, Int, KubetuneError, function_source, function_study
+from kubetune.client import (
+    Categorical,
+    Float,
+    Int,
+    KubetuneError,
+    function_source,
+    function_study,
+    study_manifest,
+)
 
 
 def test_importing_the_client_loads_nothing_heavier_than_the_kubernetes_client() -> None:
@@ -137,3 +145,37 @@ def test_a_function_that_raises_or_returns_no_objective_fails_its_trial(tmp_path
     assert code == 1 and "ValueError: bad x" in stderr
     code, stderr = run_function(tmp_path, "def f(x):\n    return {'acc': 1}\n", {"x": 1}, "f")
     assert code != 0 and "without 'value'" in stderr
+
+
+def test_a_study_built_from_typed_parameters_is_one_the_operator_accepts() -> None:
+    template = {
+        "template": {
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "t",
+                        "image": "trainer",
+                        "args": ["--lr=${params.lr}", "--w=${params.w}"],
+                    }
+                ],
+            }
+        }
+    }
+    body = study_manifest(
+        "mlp",
+        {
+            "lr": Float(1e-4, 0.1, log=True),
+            "w": Int(16, 128, step=16),
+            "opt": {"categorical": {"choices": ["sgd"]}},
+        },
+        template,
+        metric="val_loss",
+        pruner="median",
+        max_trials=6,
+        parallelism=3,
+    )
+    parsed = study_spec.parse(body["spec"])
+    assert parsed.parameter("lr").float is not None and parsed.parameter("lr").float.log
+    assert parsed.parameter("w").int is not None and parsed.parameter("w").int.step == 16
+    assert parsed.pruner.name == "median" and parsed.budget.parallelism == 3
