@@ -105,7 +105,7 @@ bench-loop: setup ## trial turnover on the local cluster vs in-process Optuna (b
 # Optuna and through kubetune at parallelism 1 and 8, with the same specs and seeds.
 SEARCH_TASK    ?= hartmann6
 SEARCH_SEEDS   ?= 10
-SEARCH_STEP_S  ?= 0.25
+SEARCH_STEP_S  ?= 0.5
 SEARCH_METHODS ?= random,qmc,tpe,tpe-qmc,gp,cmaes,tpe/median,tpe/successive-halving,tpe/hyperband,random/hyperband
 .PHONY: bench-search
 bench-search: setup ## search quality and pruning through kubetune vs in-process Optuna (bench/results/search-*)
