@@ -232,6 +232,58 @@ def run(
     }
 
 
+def run_parallel(
+    task: CurveTask, method: str, seed: int, trials: int, parallelism: int, seconds_per_step: float
+) -> dict[str, Any]:
+    """In-process Optuna as the operator drives it at `parallelism` > 1, without a pruner:
+    `parallelism` trials asked up front (TPE with the constant liar, as make_sampler
+    configures it for parallel Studies), then, as each ends (equal durations: in the
+    order they started), it is told and the next one asked. This separates what
+    parallel search costs by itself from what going through the operator adds."""
+    sampler_name, _, pruner_name = method.partition("/")
+    if pruner_name and pruner_name != "none":
+        raise ValueError("run_parallel compares samplers only (no pruner)")
+    spec = parse(
+        search_tasks.study_spec(task, sampler_name, "none", seed, trials, parallelism=parallelism)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(direction=task.direction, sampler=make_sampler(spec))
+    started = time.monotonic()
+    running: list[tuple[int, optuna.Trial, dict[str, Any]]] = []
+    records: list[dict[str, Any]] = []
+    asked = 0
+    while len(records) < trials:
+        while asked < trials and len(running) < parallelism:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trial = study.ask()
+                params = space.sample(trial, spec.parameters)
+            running.append((asked, trial, params))
+            asked += 1
+        number, trial, params = running.pop(0)
+        noise_seed = search_tasks.trial_seed(seed, number)
+        outcome = run_curve_trial(task, params, noise_seed, seconds_per_step, lambda *_: False)
+        study.tell(trial, outcome["value"])
+        records.append(
+            {"number": number, "params": params, "true_value": task.final(params), **outcome}
+        )
+    return {
+        "runner": "in-process",
+        "task": task.name,
+        "method": sampler_name,
+        "sampler": sampler_name,
+        "pruner": "none",
+        "seed": seed,
+        "parallelism": parallelism,
+        "kubetune_seeding": False,
+        "seconds_per_step": seconds_per_step,
+        "wall_s": round(time.monotonic() - started, 3),
+        "ask_s": None,
+        "trials": records,
+    }
+
+
 def _penalty(study: optuna.Study, direction: str) -> float | None:
     """How a diverged trial is told: the worst completed value, as the operator does
     (kubetune.adapters.sampling.StudyModel._penalty); None (failed) before any completed."""
@@ -256,6 +308,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=64)
     parser.add_argument("--seconds-per-step", type=float, default=None)
     parser.add_argument("--kubetune-seeding", action="store_true")
+    parser.add_argument(
+        "--parallelism",
+        type=int,
+        default=1,
+        help="> 1: trials in flight as the operator runs them (fast tasks, no pruner)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     task = search_tasks.task_named(args.task)
@@ -270,12 +328,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = []
     for method in methods:
         for seed in range(args.seed0, args.seed0 + args.seeds):
-            result = run(task, method, seed, args.trials, per_step, args.kubetune_seeding)
+            if args.parallelism > 1:
+                assert isinstance(task, CurveTask), "--parallelism is for the fast tasks"
+                result = run_parallel(task, method, seed, args.trials, args.parallelism, per_step)
+            else:
+                result = run(task, method, seed, args.trials, per_step, args.kubetune_seeding)
             best = _best(result, task.direction)
             spent = sum(t["gpu_seconds"] for t in result["trials"])
             print(
                 f"{task.name} {method:<24} seed {seed:>3}: best {best:.4f} "
-                f"gpu-s {spent:8.1f} wall {result['wall_s']:6.2f} s (ask {result['ask_s']:.2f} s)",
+                f"gpu-s {spent:8.1f} wall {result['wall_s']:6.2f} s",
                 flush=True,
             )
             runs.append(result)

@@ -374,7 +374,11 @@ def svg(report: dict[str, Any], series: list[dict[str, Any]], title: str) -> str
         x = pad + (i % 4) * 250
         y = legend_y + (i // 4) * 15
         label = f"{s['method']} ({s['runner']}"
-        label += f", p{s['parallelism']})" if s["runner"] != "in-process" else ")"
+        label += (
+            f", p{s['parallelism']})"
+            if s["parallelism"] != 1 or s["runner"] != "in-process"
+            else ")"
+        )
         out.append(
             f'<line x1="{x}" x2="{x + 22}" y1="{y - 4}" y2="{y - 4}" '
             f'stroke="{colours[s["method"]]}" stroke-width="2" '
@@ -424,7 +428,8 @@ def table(report: dict[str, Any]) -> str:
         tt = s.get("to_target") or {}
         tr, gp = tt.get("trials") or {}, tt.get("gpu_seconds") or {}
         final = s["final"]
-        runner = s["runner"] + ("" if s["runner"] == "in-process" else f" p{s['parallelism']}")
+        sequential = s["runner"] == "in-process" and s["parallelism"] == 1
+        runner = s["runner"] + ("" if sequential else f" p{s['parallelism']}")
 
         def ms(d: dict[str, Any]) -> str:
             if d.get("mean") is None:
