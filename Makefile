@@ -111,11 +111,14 @@ SEARCH_METHODS ?= random,qmc,tpe,tpe-qmc,gp,cmaes,tpe/median,tpe/successive-halv
 bench-search: setup ## search quality and pruning through kubetune vs in-process Optuna (bench/results/search-*)
 	$(PY) bench/search_inprocess.py --task $(SEARCH_TASK) --seeds $(SEARCH_SEEDS) \
 	  --seconds-per-step $(SEARCH_STEP_S) --methods $(SEARCH_METHODS)
+	$(PY) bench/search_inprocess.py --task $(SEARCH_TASK) --seeds $(SEARCH_SEEDS) \
+	  --seconds-per-step $(SEARCH_STEP_S) --methods random,qmc,tpe,tpe-qmc,gp,cmaes --parallelism 8 \
+	  --out bench/results/search-inprocess-p8-$(SEARCH_TASK).json
 	for par in 1 8; do $(BENCH_CLUSTER) $(PY) bench/search_operator.py --task $(SEARCH_TASK) \
 	  --seeds $(SEARCH_SEEDS) --parallelism $$par --seconds-per-step $(SEARCH_STEP_S) \
 	  --methods $(SEARCH_METHODS) --time-limit 36000 || exit 1; done
 	$(PY) bench/search_report.py bench/results/search-inprocess-$(SEARCH_TASK).json \
-	  bench/results/search-kubetune-$(SEARCH_TASK).json
+	  bench/results/search-inprocess-p8-$(SEARCH_TASK).json bench/results/search-kubetune-$(SEARCH_TASK).json
 
 clean: cluster-down ## stop the cluster and remove its state
 	rm -rf .localcluster .localcluster-bench
