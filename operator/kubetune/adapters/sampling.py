@@ -68,6 +68,7 @@ def _sampler(
         kwargs = {"seed": seed}
         if name == "tpe" and spec.budget.parallelism > 1:
             # Parallel trials: pretend running ones scored badly so TPE spreads out.
+            # Optuna 5 does this by default; said explicitly for Optuna 4.x (>= 4.2).
             kwargs["constant_liar"] = True
         if name == "qmc":
             kwargs.update(qmc_type="sobol", scramble=True)
