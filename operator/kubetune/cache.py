@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from kubetune.labels import LABEL_STUDY, LABEL_TRIAL
 from kubetune.lifecycle import JobObservation, PodObservation, TrialStatus
-from kubetune.render import LABEL_STUDY, LABEL_TRIAL
 from kubetune.timestamps import parse_time
 from kubetune.workloads import JOBSET, by_kind
 

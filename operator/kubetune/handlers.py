@@ -9,10 +9,10 @@ from typing import Any
 
 import kopf
 
-from kubetune import render, startup
+from kubetune import labels, startup
 
 log = logging.getLogger("kubetune")
-STUDIES = (render.GROUP, render.VERSION, "studies")
+STUDIES = (labels.GROUP, labels.VERSION, "studies")
 
 
 @kopf.on.startup()

@@ -13,16 +13,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from kubetune.labels import GROUP, LABEL_NUMBER, LABEL_SCRAPE, LABEL_STUDY, LABEL_TRIAL, VERSION
 from kubetune.space import render_value
 from kubetune.spec import PLACEHOLDER, StudySpec
 
-GROUP = "kubetune.dev"
-VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
-LABEL_STUDY = f"{GROUP}/study"
-LABEL_TRIAL = f"{GROUP}/trial"
-LABEL_NUMBER = f"{GROUP}/trial-number"
-LABEL_SCRAPE = f"{GROUP}/scrape"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kubetune"}

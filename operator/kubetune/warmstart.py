@@ -16,9 +16,10 @@ import gzip
 import json
 from typing import Any
 
+from kubetune.labels import LABEL_STUDY
 from kubetune.lifecycle import TrialStatus
 from kubetune.plan import TrialView
-from kubetune.render import LABEL_STUDY, MANAGED_BY, Owner
+from kubetune.render import MANAGED_BY, Owner
 from kubetune.spec import SpecError
 
 KEY = "trials.json.gz"

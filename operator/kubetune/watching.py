@@ -20,8 +20,9 @@ from kubernetes.client.exceptions import ApiException
 from kubetune.adapters.kube import request
 from kubetune.adapters.watch import JOBS, PODS, Informer, Resource
 from kubetune.cache import JobRecord, JobSetRecord, PodRecord, Record, TrialRecord
+from kubetune.labels import LABEL_STUDY
 from kubetune.reconcile import Reconciler
-from kubetune.render import API_VERSION, LABEL_STUDY
+from kubetune.render import API_VERSION
 from kubetune.workloads import JOBSET_API
 
 log = logging.getLogger("kubetune.watching")

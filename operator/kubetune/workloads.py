@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from kubetune.labels import is_leader
 from kubetune.lifecycle import JobObservation
 from kubetune.render import (
     DEFAULT_METRICS_PORT,
@@ -32,8 +33,6 @@ from kubetune.spec import SpecError, StudySpec, pod_templates
 JOBSET_API = "jobset.x-k8s.io/v1alpha2"
 # Labels the JobSet controller puts on its pods: which JobSet (uid) and which of its Jobs.
 JOBSET_UID = "jobset.sigs.k8s.io/jobset-uid"
-JOBSET_GLOBAL_INDEX = "jobset.sigs.k8s.io/job-global-index"
-COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 # A JobSet's failures are its own to decide (failurePolicy, maxRestarts): its pods'
 # failures never end the trial by themselves, only its Failed condition does.
 UNBOUNDED = 1 << 30
@@ -153,9 +152,7 @@ class JobSetKind(JobKind):
 
     def leader(self, labels: dict[str, str]) -> bool:
         """Rank 0: the first pod (completion index 0) of the JobSet's first Job."""
-        return labels.get(JOBSET_GLOBAL_INDEX, "0") == "0" and labels.get(
-            COMPLETION_INDEX, "0"
-        ) in ("", "0")
+        return is_leader(labels)
 
 
 JOB = JobKind()

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from kubetune import metrics, reconcile, render
+from kubetune import labels, metrics, reconcile, render
 from kubetune.cache import Cache, JobRecord, PodRecord, TrialRecord
 from kubetune.lanes import CreatesFirst
 from kubetune.reconcile import IMPORTANCE_CPU_SHARE, Reconciler, Settings, _with_removals
@@ -122,7 +122,7 @@ def pod(job: dict[str, Any], phase: str, message: str = "", rv: int = 1) -> PodR
             "namespace": NS,
             "uid": f"pod-{job['metadata']['name']}",
             "resourceVersion": str(rv),
-            "labels": {render.LABEL_STUDY: NAME},
+            "labels": {labels.LABEL_STUDY: NAME},
             "creationTimestamp": "2026-01-01T00:00:01Z",
             "ownerReferences": [{"uid": job["metadata"]["uid"], "controller": True}],
         },

@@ -20,7 +20,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from kubetune import metrics
-from kubetune.render import API_VERSION, GROUP, VERSION
+from kubetune.labels import GROUP, VERSION
+from kubetune.render import API_VERSION
 from kubetune.timestamps import format_time
 from kubetune.workloads import JOBSET_API
 
