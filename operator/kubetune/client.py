@@ -35,13 +35,13 @@ from kubernetes import client as k8s
 from kubernetes import config as kubeconfig
 from kubernetes.client.exceptions import ApiException
 
-from kubetune.results import GROUP, STUDY_LABEL, VERSION, StudyResult, format_value
+from kubetune.labels import GROUP, LABEL_STUDY, LABEL_TRIAL, VERSION, is_leader
+from kubetune.results import StudyResult, format_value
 
 if TYPE_CHECKING:
     import optuna
     import pandas
 
-TRIAL_LABEL = f"{GROUP}/trial"
 # The image `tune()` runs functions in: the reference trainer's, which carries the trial
 # SDK, kubetune.function, PyTorch, NumPy and scikit-learn. (The local cluster's node runs
 # it in the project's own environment.)
@@ -191,7 +191,7 @@ class Client:
             VERSION,
             self.namespace,
             "trials",
-            label_selector=f"{STUDY_LABEL}={study}",
+            label_selector=f"{LABEL_STUDY}={study}",
         )
         return list(found.get("items") or [])
 
@@ -249,7 +249,7 @@ class Client:
             f"pods of trial {trial!r}",
             self.core.list_namespaced_pod,
             self.namespace,
-            label_selector=f"{TRIAL_LABEL}={trial}",
+            label_selector=f"{LABEL_TRIAL}={trial}",
         )
         return sorted(pods.items, key=_leader_first)
 
@@ -269,15 +269,9 @@ class Client:
             resp.release_conn()
 
 
-def _leader_first(pod: Any) -> tuple[int, str]:
+def _leader_first(pod: Any) -> tuple[bool, str]:
     """Rank 0 (the pod that reports a multi-pod trial's metrics) first, then by name."""
-    labels = pod.metadata.labels or {}
-    annotations = pod.metadata.annotations or {}
-    index = labels.get("batch.kubernetes.io/job-completion-index") or annotations.get(
-        "batch.kubernetes.io/job-completion-index", "0"
-    )
-    job_index = labels.get("jobset.sigs.k8s.io/job-global-index", "0")
-    return (int(job_index) * 10_000 + int(index or 0), pod.metadata.name)
+    return (not is_leader(pod.metadata.labels or {}), pod.metadata.name)
 
 
 def _api_client(context: str | None, path: str | None) -> k8s.ApiClient:
@@ -539,21 +533,18 @@ def function_study(
     *,
     name: str,
     metric: str = "value",
-    direction: str = "minimize",
-    max_trials: int = 20,
-    parallelism: int = 4,
-    sampler: str | Mapping[str, Any] = "tpe",
-    pruner: str | Mapping[str, Any] | None = None,
     image: str = FUNCTION_IMAGE,
     resources: Mapping[str, Any] | None = None,
-    max_failed_trials: int | None = None,
+    **study: Any,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ConfigMap with `fn`'s source and the Study that runs it: (config map, study)."""
+    """The ConfigMap with `fn`'s source and the Study that runs it: (config map, study).
+
+    `study` holds study_manifest's keywords (direction, max_trials, sampler...)."""
     source = function_source(fn)
     config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": f"{name}-function", "labels": {STUDY_LABEL: name}},
+        "metadata": {"name": f"{name}-function", "labels": {LABEL_STUDY: name}},
         "data": {FUNCTION_FILE: source},
     }
     container = {
@@ -582,19 +573,7 @@ def function_study(
             }
         },
     }
-    study = study_manifest(
-        name,
-        space,
-        template,
-        metric=metric,
-        direction=direction,
-        max_trials=max_trials,
-        parallelism=parallelism,
-        sampler=sampler,
-        pruner=pruner,
-        max_failed_trials=max_failed_trials,
-    )
-    return config_map, study
+    return config_map, study_manifest(name, space, template, metric=metric, **study)
 
 
 def tune(

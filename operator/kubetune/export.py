@@ -119,10 +119,10 @@ def open_study(result: StudyResult, storage: str | BaseStorage | None) -> optuna
     same directions: a different study under the same name is refused, not mixed in.
     """
     name = f"{result.namespace}/{result.name}"
-    study = optuna.create_study(
-        storage=storage, study_name=name, directions=directions(result), load_if_exists=True
-    )
     wanted = directions(result)
+    study = optuna.create_study(
+        storage=storage, study_name=name, directions=wanted, load_if_exists=True
+    )
     if study.directions != wanted:
         raise ValueError(
             f"the storage already holds a study {name!r} with other directions "

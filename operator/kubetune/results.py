@@ -7,17 +7,13 @@ here talks to the cluster or imports Optuna: `kubetune.client` stays light.
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubetune.lifecycle import TERMINAL, TrialStatus
-
-GROUP = "kubetune.dev"
-VERSION = "v1alpha1"
-STUDY_LABEL = f"{GROUP}/study"  # render.LABEL_STUDY; render imports Optuna, this module must not
+from kubetune import conditions as cond
+from kubetune.lifecycle import TrialStatus
 
 
 @dataclass(frozen=True)
@@ -46,10 +42,6 @@ class TrialResult:
     @property
     def reason(self) -> str:
         return self.status.reason or ""
-
-    @property
-    def finished(self) -> bool:
-        return self.status.phase in TERMINAL
 
     @property
     def diverged(self) -> bool:
@@ -127,22 +119,25 @@ class StudyResult:
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
 
-    def condition(self, kind: str) -> dict[str, Any] | None:
-        return next((c for c in self.status.get("conditions") or [] if c.get("type") == kind), None)
+    def _true_message(self, kind: str) -> str | None:
+        """The message of condition `kind` if it is True, else None."""
+        conditions = self.status.get("conditions") or []
+        if not cond.is_true(conditions, kind):
+            return None
+        return str((cond.get(conditions, kind) or {}).get("message") or "")
 
     @property
     def message(self) -> str:
         """Why the Study ended or cannot run (the condition a user should read first)."""
-        for kind in ("Invalid", "Failed", "Completed"):
-            c = self.condition(kind)
-            if c is not None and c.get("status") == "True":
-                return str(c.get("message") or "")
+        for kind in (cond.INVALID, cond.FAILED, cond.COMPLETED):
+            found = self._true_message(kind)
+            if found is not None:
+                return found
         return ""
 
     @property
     def boundary_warning(self) -> str:
-        c = self.condition("SearchSpaceBoundary")
-        return str(c.get("message") or "") if c is not None and c.get("status") == "True" else ""
+        return self._true_message(cond.BOUNDARY) or ""
 
     @property
     def importance(self) -> dict[str, float]:
@@ -180,11 +175,11 @@ class StudyResult:
                 return found
         if self.multi_objective:
             return None  # several objectives have a front, not a best (status.paretoFront)
-        done = [t for t in self.search_trials if t.values is not None]
+        done = [(v, t) for t in self.search_trials if (v := t.value) is not None]
         if not done:
             return None
         sign = -1.0 if self.objectives[0].maximize else 1.0
-        return min(done, key=lambda t: (sign * (t.values or [math.inf])[0], t.number))
+        return min(done, key=lambda vt: (sign * vt[0], vt[1].number))[1]
 
     @property
     def pareto_front(self) -> list[str]:
